@@ -1,0 +1,32 @@
+//! `ipt`: the user-facing command of ipt-rs.
+//!
+//! Thin by design: each subcommand parses its arguments (one module per command family)
+//! and calls library functions from the `ipt-*` crates.
+
+mod doctor;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ipt",
+    version,
+    about = "IPT (Pre-Trained Image Processing Transformer) in Rust"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the libtorch in use and whether CUDA is available.
+    Doctor(doctor::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Doctor(args) => doctor::run(args),
+    }
+}

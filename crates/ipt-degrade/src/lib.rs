@@ -1,0 +1,1 @@
+//! Data synthesis for IPT. Filled in by its own issue.

@@ -1,0 +1,1 @@
+//! IPT losses. Filled in by its own issue.

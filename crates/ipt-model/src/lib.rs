@@ -1,0 +1,1 @@
+//! The IPT network. Filled in by its own issue.

@@ -1,0 +1,1 @@
+//! IPT training. Filled in by its own issue.
