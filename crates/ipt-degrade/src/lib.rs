@@ -1,1 +1,40 @@
-//! Data synthesis for IPT. Filled in by its own issue.
+//! Data synthesis for IPT (pure Rust, no libtorch).
+//!
+//! Everything that turns a clean image into a low-quality input lives here:
+//!
+//! - [`Image`]: the one image representation of the workspace, `ndarray::Array3<f32>` in CHW order,
+//!   RGB, values on the 0–255 scale (not quantized unless a function says so).
+//! - [`io`]: reading PNG/JPEG/BMP/TIFF/WebP (8- and 16-bit, grayscale replicated, alpha dropped,
+//!   EXIF orientation applied) and writing 8- and 16-bit PNG.
+//! - [`resize`]: MATLAB-exact bicubic `imresize` (antialiased when shrinking, symmetric mirror
+//!   borders), `modcrop`.
+//! - [`quantize()`]: MATLAB's `uint8` conversion (round half away from zero, saturate to 0–255).
+//! - [`noise`]: seeded additive Gaussian noise.
+//! - [`rain`]: procedural light-rain streak layers (non-official) and real `rainstreak-*.png` layers.
+//! - [`Task`] and [`synthesize()`]: the six IPT pre-training degradations with their official indices.
+//!
+//! The documented random generator for everything seeded is [`rand_chacha::ChaCha8Rng`]
+//! (re-exported as [`Rng8`]): `Rng8::seed_from_u64(seed)` gives the same data on every platform.
+
+pub mod crop;
+pub mod data;
+pub mod error;
+pub mod io;
+pub mod noise;
+pub mod quantize;
+pub mod rain;
+pub mod resize;
+pub mod synthesize;
+pub mod task;
+
+pub use error::DegradeError;
+pub use quantize::quantize;
+pub use resize::{imresize, imresize_to, modcrop};
+pub use synthesize::{synthesize, synthesize_with};
+pub use task::Task;
+
+/// An image: CHW, RGB (3 channels; 1 only where a function says so), `f32` on the 0–255 scale.
+pub type Image = ndarray::Array3<f32>;
+
+/// The documented seeded random generator of the workspace (ChaCha with 8 rounds).
+pub type Rng8 = rand_chacha::ChaCha8Rng;

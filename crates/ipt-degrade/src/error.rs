@@ -1,0 +1,59 @@
+//! The error type of `ipt-degrade`.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while reading, writing or degrading images.
+///
+/// Errors about files always name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum DegradeError {
+    /// The file could not be opened or read.
+    #[error("{path}: cannot read file: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating-system error.
+        source: std::io::Error,
+    },
+    /// The file is not a decodable image (empty, truncated, corrupt or of an unknown format).
+    #[error("{path}: cannot decode image: {reason}")]
+    Decode {
+        /// The file.
+        path: PathBuf,
+        /// What the decoder reported.
+        reason: String,
+    },
+    /// The image decoded but cannot be represented (e.g. zero width or height).
+    #[error("{path}: unsupported image: {reason}")]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// Why it is not supported.
+        reason: String,
+    },
+    /// The image could not be written.
+    #[error("{path}: cannot write image: {reason}")]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An image has a shape the operation cannot handle.
+    #[error("invalid image shape {shape:?}: {reason}")]
+    Shape {
+        /// The offending shape (CHW).
+        shape: Vec<usize>,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A parameter is out of range.
+    #[error("invalid parameter: {0}")]
+    Parameter(String),
+    /// A folder expected to hold rain-streak layers holds none.
+    #[error("{path}: no rain-streak layers (files named rainstreak-*.png) found")]
+    NoRainLayers {
+        /// The folder.
+        path: PathBuf,
+    },
+}

@@ -1,0 +1,367 @@
+//! MATLAB-exact bicubic `imresize` and `modcrop`.
+//!
+//! This reproduces MATLAB's `imresize(A, scale, 'bicubic')` (antialiasing on):
+//!
+//! - Keys cubic kernel with a = −0.5 (support 4); when shrinking (factor f < 1) the kernel is
+//!   stretched to width 4/f and the weights become f·k(f·x);
+//! - output length `ceil(f · in)`, or an explicit length (then f = out/in for that dimension);
+//! - output pixel x (1-based) reads source coordinate u = x/f + 0.5·(1 − 1/f), taps
+//!   `floor(u − width/2) + (0..ceil(width)+2)`, weights normalised to sum 1 — all in `f64`;
+//! - out-of-range taps are folded back by MATLAB's **symmetric mirror** (`aux = [1:n, n:-1:1]`);
+//!   tap columns whose weight is zero for every output are dropped;
+//! - separable, the dimension with the smaller factor first (height first on ties).
+//!
+//! The weight tables ([`Contributions`]) are computed once per (in length, out length, factor),
+//! cached, and stored sparse: each output pixel reads one contiguous source range (mirrored taps
+//! that land on the same source pixel are merged). Rows and channels run in parallel (rayon).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ndarray::Array3;
+use rayon::prelude::*;
+
+use crate::quantize::quantize_value;
+use crate::{DegradeError, Image};
+
+/// Keys' cubic convolution kernel with a = −0.5 (MATLAB's `cubic`).
+#[inline]
+pub fn cubic(x: f64) -> f64 {
+    let ax = x.abs();
+    let ax2 = ax * ax;
+    let ax3 = ax2 * ax;
+    if ax <= 1.0 {
+        1.5 * ax3 - 2.5 * ax2 + 1.0
+    } else if ax <= 2.0 {
+        -0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0
+    } else {
+        0.0
+    }
+}
+
+/// The resampling weights of one dimension, in sparse contiguous form.
+///
+/// Output pixel `i` is `Σ_k weights[i·taps + k] · src[starts[i] + k]` for `k < lens[i]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contributions {
+    /// Input length.
+    pub in_len: usize,
+    /// Output length.
+    pub out_len: usize,
+    /// Row stride of `weights` (the longest `lens[i]`).
+    pub taps: usize,
+    /// First source index (0-based) of each output pixel.
+    pub starts: Vec<usize>,
+    /// Number of source pixels each output pixel reads.
+    pub lens: Vec<usize>,
+    /// Weights, `out_len × taps`, zero-padded, rounded from the `f64` table.
+    pub weights: Vec<f32>,
+    /// The same weights in `f64`.
+    pub weights_f64: Vec<f64>,
+}
+
+impl Contributions {
+    /// Computes MATLAB's `contributions(in_len, out_len, scale, @cubic, 4, true)` and stores it
+    /// in sparse contiguous form. `in_len` and `out_len` must be ≥ 1 and `scale` positive.
+    pub fn new(in_len: usize, out_len: usize, scale: f64) -> Contributions {
+        debug_assert!(in_len >= 1 && out_len >= 1 && scale > 0.0);
+        let kernel_width = if scale < 1.0 { 4.0 / scale } else { 4.0 };
+        let p = kernel_width.ceil() as usize + 2;
+        let h = |x: f64| {
+            if scale < 1.0 {
+                scale * cubic(scale * x)
+            } else {
+                cubic(x)
+            }
+        };
+        // Dense MATLAB table: out_len × p weights and 1-based (unmirrored) indices.
+        let mut dense_w = vec![0.0f64; out_len * p];
+        let mut dense_i = vec![0i64; out_len * p];
+        for o in 0..out_len {
+            let x = (o + 1) as f64;
+            let u = x / scale + 0.5 * (1.0 - 1.0 / scale);
+            let left = (u - kernel_width / 2.0).floor() as i64;
+            let row_w = &mut dense_w[o * p..(o + 1) * p];
+            let row_i = &mut dense_i[o * p..(o + 1) * p];
+            for j in 0..p {
+                let idx = left + j as i64;
+                row_i[j] = idx;
+                row_w[j] = h(u - idx as f64);
+            }
+            let sum: f64 = row_w.iter().sum();
+            for w in row_w.iter_mut() {
+                *w /= sum;
+            }
+        }
+        // Symmetric mirror: aux = [1:n, n:-1:1], index ← aux(mod(index − 1, 2n) + 1).
+        let n = in_len as i64;
+        let mirror = |idx: i64| -> usize {
+            let m = (idx - 1).rem_euclid(2 * n);
+            (if m < n { m } else { 2 * n - 1 - m }) as usize
+        };
+        // Drop tap columns that are zero for every output (MATLAB's `kill`).
+        let keep: Vec<usize> = (0..p)
+            .filter(|&j| (0..out_len).any(|o| dense_w[o * p + j] != 0.0))
+            .collect();
+        // Merge each output's taps into one contiguous source range.
+        let mut starts = Vec::with_capacity(out_len);
+        let mut spans: Vec<Vec<f64>> = Vec::with_capacity(out_len);
+        for o in 0..out_len {
+            let taps: Vec<(usize, f64)> = keep
+                .iter()
+                .map(|&j| (mirror(dense_i[o * p + j]), dense_w[o * p + j]))
+                .filter(|&(_, w)| w != 0.0)
+                .collect();
+            let (lo, hi) = match (
+                taps.iter().map(|t| t.0).min(),
+                taps.iter().map(|t| t.0).max(),
+            ) {
+                (Some(lo), Some(hi)) => (lo, hi),
+                // All weights zero cannot happen for a normalised table; read pixel 0 with weight 0.
+                _ => (0, 0),
+            };
+            let mut span = vec![0.0f64; hi - lo + 1];
+            for (i, w) in taps {
+                span[i - lo] += w;
+            }
+            starts.push(lo);
+            spans.push(span);
+        }
+        let taps = spans.iter().map(Vec::len).max().unwrap_or(1);
+        let mut weights_f64 = vec![0.0f64; out_len * taps];
+        let mut lens = Vec::with_capacity(out_len);
+        for (o, span) in spans.iter().enumerate() {
+            weights_f64[o * taps..o * taps + span.len()].copy_from_slice(span);
+            lens.push(span.len());
+        }
+        let weights = weights_f64.iter().map(|&w| w as f32).collect();
+        Contributions {
+            in_len,
+            out_len,
+            taps,
+            starts,
+            lens,
+            weights,
+            weights_f64,
+        }
+    }
+
+    /// The cached table for (in_len, out_len, scale); computed on first use.
+    pub fn cached(in_len: usize, out_len: usize, scale: f64) -> Arc<Contributions> {
+        type Cache = Mutex<HashMap<(usize, usize, u64), Arc<Contributions>>>;
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        const MAX_ENTRIES: usize = 512;
+        let key = (in_len, out_len, scale.to_bits());
+        let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+        if let Some(c) = cache.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return c;
+        }
+        let table = Arc::new(Contributions::new(in_len, out_len, scale));
+        if let Ok(mut m) = cache.lock() {
+            if m.len() >= MAX_ENTRIES {
+                m.clear();
+            }
+            m.insert(key, table.clone());
+        }
+        table
+    }
+}
+
+/// MATLAB's output length `ceil(scale · len)`. A product within 1e-9 (relative) above an
+/// integer is taken as that integer, so that e.g. 1/3 · 321 gives 107 whatever the rounding of 1/3.
+pub fn output_len(len: usize, scale: f64) -> usize {
+    let prod = len as f64 * scale;
+    let nearest = prod.round();
+    if (prod - nearest).abs() <= 1e-9 * prod.max(1.0) {
+        nearest as usize
+    } else {
+        prod.ceil() as usize
+    }
+}
+
+fn check_scale(scale: f64) -> Result<(), DegradeError> {
+    if scale.is_finite() && scale > 0.0 {
+        Ok(())
+    } else {
+        Err(DegradeError::Parameter(format!(
+            "resize factor must be finite and > 0, got {scale}"
+        )))
+    }
+}
+
+/// How the intermediate and final results of [`resize_with`] are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Floating point throughout (MATLAB on a `double` image). The default.
+    #[default]
+    Float,
+    /// MATLAB on a `uint8` image: each 1-D pass rounds and saturates to 0–255
+    /// (`imresizemex` returns the input class), so the intermediate is quantized too.
+    Uint8,
+}
+
+/// Resizes by one factor for both dimensions (MATLAB `imresize(img, scale, 'bicubic')`).
+///
+/// Output size is `ceil(scale · h) × ceil(scale · w)` ([`output_len`]). Not quantized.
+///
+/// # Panics
+/// If `scale` is not finite and positive; use [`try_imresize`] to get an error instead.
+pub fn imresize(img: &Image, scale: f64) -> Image {
+    match try_imresize(img, scale) {
+        Ok(out) => out,
+        Err(e) => panic!("imresize: {e}"),
+    }
+}
+
+/// [`imresize`] that returns an error for a bad factor.
+pub fn try_imresize(img: &Image, scale: f64) -> Result<Image, DegradeError> {
+    check_scale(scale)?;
+    let (_, h, w) = img.dim();
+    Ok(resize_with(
+        img,
+        (output_len(h, scale), output_len(w, scale)),
+        (scale, scale),
+        Precision::Float,
+    ))
+}
+
+/// Resizes to an explicit size (MATLAB `imresize(img, [out_h out_w], 'bicubic')`: the factor of
+/// each dimension is out/in). Not quantized. A zero output dimension gives an empty image.
+pub fn imresize_to(img: &Image, out_h: usize, out_w: usize) -> Image {
+    let (_, h, w) = img.dim();
+    let sh = if h == 0 { 1.0 } else { out_h as f64 / h as f64 };
+    let sw = if w == 0 { 1.0 } else { out_w as f64 / w as f64 };
+    resize_with(img, (out_h, out_w), (sh, sw), Precision::Float)
+}
+
+/// MATLAB `imresize` of a `uint8` image: the input is quantized, and each pass rounds and
+/// saturates (see [`Precision::Uint8`]). The result holds integers in 0–255.
+///
+/// # Panics
+/// If `scale` is not finite and positive.
+pub fn imresize_uint8(img: &Image, scale: f64) -> Image {
+    if let Err(e) = check_scale(scale) {
+        panic!("imresize_uint8: {e}");
+    }
+    let (_, h, w) = img.dim();
+    let q = crate::quantize(img);
+    resize_with(
+        &q,
+        (output_len(h, scale), output_len(w, scale)),
+        (scale, scale),
+        Precision::Uint8,
+    )
+}
+
+/// The general resize: explicit output size and per-dimension factors (height, width) used for
+/// the weights, with the given [`Precision`]. Factors must be positive (not checked here beyond
+/// a debug assertion; the public wrappers check them).
+pub fn resize_with(
+    img: &Image,
+    (out_h, out_w): (usize, usize),
+    (scale_h, scale_w): (f64, f64),
+    precision: Precision,
+) -> Image {
+    let (c, h, w) = img.dim();
+    if c == 0 || h == 0 || w == 0 || out_h == 0 || out_w == 0 {
+        return Array3::zeros((c, out_h, out_w));
+    }
+    let src: std::borrow::Cow<[f32]> = match img.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(img.iter().copied().collect()),
+    };
+    let q = precision == Precision::Uint8;
+    let do_h = !(out_h == h && scale_h == 1.0);
+    let do_w = !(out_w == w && scale_w == 1.0);
+    let th = do_h.then(|| Contributions::cached(h, out_h, scale_h));
+    let tw = do_w.then(|| Contributions::cached(w, out_w, scale_w));
+    let data = match (th, tw) {
+        (None, None) => src.into_owned(),
+        (Some(th), None) => resize_rows(&src, c, h, w, &th, q),
+        (None, Some(tw)) => resize_cols(&src, c, h, w, &tw, q),
+        (Some(th), Some(tw)) => {
+            if scale_h <= scale_w {
+                let mid = resize_rows(&src, c, h, w, &th, q);
+                resize_cols(&mid, c, out_h, w, &tw, q)
+            } else {
+                let mid = resize_cols(&src, c, h, w, &tw, q);
+                resize_rows(&mid, c, h, out_w, &th, q)
+            }
+        }
+    };
+    match Array3::from_shape_vec((c, out_h, out_w), data) {
+        Ok(a) => a,
+        Err(_) => unreachable!("resize produced a buffer of the wrong length"),
+    }
+}
+
+/// Minimum number of output values per rayon task.
+const MIN_PAR_VALUES: usize = 1 << 14;
+
+/// Resizes along the height: out[ch, y, :] = Σ_k w_k · src[ch, start_y + k, :].
+fn resize_rows(src: &[f32], c: usize, h: usize, w: usize, t: &Contributions, q: bool) -> Vec<f32> {
+    debug_assert_eq!(t.in_len, h);
+    let out_h = t.out_len;
+    let mut out = vec![0.0f32; c * out_h * w];
+    let min_rows = (MIN_PAR_VALUES / w).max(1);
+    out.par_chunks_mut(w)
+        .with_min_len(min_rows)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let ch = row / out_h;
+            let y = row % out_h;
+            let start = t.starts[y];
+            let len = t.lens[y];
+            let wts = &t.weights[y * t.taps..y * t.taps + len];
+            let plane = &src[ch * h * w..(ch + 1) * h * w];
+            let first = &plane[start * w..(start + 1) * w];
+            let w0 = wts[0];
+            for (d, &s) in dst.iter_mut().zip(first) {
+                *d = w0 * s;
+            }
+            for (k, &wk) in wts.iter().enumerate().skip(1) {
+                let srow = &plane[(start + k) * w..(start + k + 1) * w];
+                for (d, &s) in dst.iter_mut().zip(srow) {
+                    *d += wk * s;
+                }
+            }
+            if q {
+                dst.iter_mut().for_each(|v| *v = quantize_value(*v));
+            }
+        });
+    out
+}
+
+/// Resizes along the width: out[ch, y, x] = Σ_k w_k · src[ch, y, start_x + k].
+fn resize_cols(src: &[f32], c: usize, h: usize, w: usize, t: &Contributions, q: bool) -> Vec<f32> {
+    debug_assert_eq!(t.in_len, w);
+    let out_w = t.out_len;
+    let mut out = vec![0.0f32; c * h * out_w];
+    let min_rows = (MIN_PAR_VALUES / out_w).max(1);
+    out.par_chunks_mut(out_w)
+        .with_min_len(min_rows)
+        .zip(src.par_chunks(w))
+        .for_each(|(dst, srow)| {
+            for (x, d) in dst.iter_mut().enumerate() {
+                let start = t.starts[x];
+                let len = t.lens[x];
+                let wts = &t.weights[x * t.taps..x * t.taps + len];
+                let s = &srow[start..start + len];
+                let mut acc = 0.0f32;
+                for (&wk, &v) in wts.iter().zip(s) {
+                    acc += wk * v;
+                }
+                *d = if q { quantize_value(acc) } else { acc };
+            }
+        });
+    out
+}
+
+/// Crops the bottom/right so that height and width are multiples of `s` (MATLAB `modcrop`).
+/// `s = 0` is treated as 1.
+pub fn modcrop(img: &Image, s: usize) -> Image {
+    let s = s.max(1);
+    let (_, h, w) = img.dim();
+    img.slice(ndarray::s![.., ..h - h % s, ..w - w % s])
+        .to_owned()
+}

@@ -1,0 +1,126 @@
+//! Bicubic baseline reproduction on the shared benchmark sets (skipped when the data is absent).
+//!
+//! HR modcropped to s, LR = bicubic ↓s rounded, SR = bicubic ↑s rounded, Y-PSNR (IPT convention)
+//! with shave s, averaged per set. Published (MATLAB) figures: see `docs/degradations.md`.
+
+use std::path::Path;
+
+use ipt_degrade::data::{dataset_root, list_images};
+use ipt_degrade::io::read_image;
+use ipt_degrade::resize::imresize_uint8;
+use ipt_degrade::{imresize, modcrop, quantize};
+use ipt_metrics::{psnr_y, psnr_y_bt601, ssim_y, SetMean};
+
+/// (set, [x2, x3, x4] PSNR, [x2, x3, x4] SSIM, PSNR tolerance)
+const PUBLISHED: [(&str, [f64; 3], [f64; 3], f64); 4] = [
+    (
+        "Set5",
+        [33.66, 30.39, 28.42],
+        [0.9299, 0.8682, 0.8104],
+        0.03,
+    ),
+    (
+        "Set14",
+        [30.24, 27.55, 26.00],
+        [0.8688, 0.7742, 0.7027],
+        0.1,
+    ),
+    (
+        "B100",
+        [29.56, 27.21, 25.96],
+        [0.8431, 0.7385, 0.6675],
+        0.03,
+    ),
+    (
+        "Urban100",
+        [26.88, 24.46, 23.14],
+        [0.8403, 0.7349, 0.6577],
+        0.03,
+    ),
+];
+
+/// PSNR / SSIM on MATLAB `rgb2ycbcr` of `uint8` images: Y rounded to integers (the usual
+/// MATLAB evaluation scripts), for the record only.
+fn y_rounded(img: &ipt_degrade::Image) -> ipt_degrade::Image {
+    let y = ipt_metrics::color::y_bt601(img.view()).mapv(|v| v.round() as f32);
+    y.insert_axis(ndarray::Axis(0))
+}
+
+struct Row {
+    psnr: f64,
+    psnr_yround: f64,
+    ssim_yround: f64,
+    psnr_u8_yround: f64,
+    psnr_u8: f64,
+    psnr_bt601: f64,
+    ssim: f64,
+}
+
+fn evaluate(dir: &Path, s: usize) -> Row {
+    let files = list_images(dir).expect("list benchmark folder");
+    let (mut p, mut pu, mut pb, mut ss) = (
+        SetMean::new(),
+        SetMean::new(),
+        SetMean::new(),
+        SetMean::new(),
+    );
+    let (mut pr, mut sr_, mut pur) = (SetMean::new(), SetMean::new(), SetMean::new());
+    for f in &files {
+        let hr = modcrop(&read_image(f).expect("read benchmark image"), s);
+        let lr = quantize(&imresize(&hr, 1.0 / s as f64));
+        let sr = quantize(&imresize(&lr, s as f64));
+        p.push(psnr_y(sr.view(), hr.view(), s).expect("psnr"));
+        pb.push(psnr_y_bt601(sr.view(), hr.view(), s).expect("psnr"));
+        ss.push(ssim_y(sr.view(), hr.view(), s).expect("ssim"));
+        let lr8 = imresize_uint8(&hr, 1.0 / s as f64);
+        let sr8 = imresize_uint8(&lr8, s as f64);
+        pu.push(psnr_y(sr8.view(), hr.view(), s).expect("psnr"));
+        let (ys, yh, ys8) = (y_rounded(&sr), y_rounded(&hr), y_rounded(&sr8));
+        pr.push(psnr_y(ys.view(), yh.view(), s).expect("psnr"));
+        sr_.push(ssim_y(ys.view(), yh.view(), s).expect("ssim"));
+        pur.push(psnr_y(ys8.view(), yh.view(), s).expect("psnr"));
+    }
+    Row {
+        psnr: p.mean().unwrap_or(f64::NAN),
+        psnr_yround: pr.mean().unwrap_or(f64::NAN),
+        ssim_yround: sr_.mean().unwrap_or(f64::NAN),
+        psnr_u8_yround: pur.mean().unwrap_or(f64::NAN),
+        psnr_u8: pu.mean().unwrap_or(f64::NAN),
+        psnr_bt601: pb.mean().unwrap_or(f64::NAN),
+        ssim: ss.mean().unwrap_or(f64::NAN),
+    }
+}
+
+#[test]
+fn bicubic_baseline_reproduces_published_figures() {
+    let Some(root) = dataset_root() else {
+        println!("SKIPPED bicubic baseline: dataset root not found (set IPT_DATA or provide ../shared/datasets)");
+        return;
+    };
+    let mut failures = Vec::new();
+    for (set, psnrs, ssims, tol) in PUBLISHED {
+        let dir = root.join(set);
+        if !dir.is_dir() {
+            println!(
+                "{set:<9} MISSING ({} not found), not evaluated",
+                dir.display()
+            );
+            continue;
+        }
+        for (i, s) in [2usize, 3, 4].into_iter().enumerate() {
+            let r = evaluate(&dir, s);
+            println!(
+                "{set:<9} x{s}: PSNR-Y {:.3} (published {:.2}, diff {:+.3}) | uint8-pass {:.3} | BT.601-Y {:.3} | SSIM-Y {:.4} (published {:.4}) | Y-rounded {:.3} / {:.4} | both {:.3}",
+                r.psnr, psnrs[i], r.psnr - psnrs[i], r.psnr_u8, r.psnr_bt601, r.ssim, ssims[i],
+                r.psnr_yround, r.ssim_yround, r.psnr_u8_yround
+            );
+            if (r.psnr - psnrs[i]).abs() > tol {
+                failures.push(format!(
+                    "{set} x{s}: {:.3} vs {:.2} (±{tol})",
+                    r.psnr, psnrs[i]
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "baseline off: {failures:?}");
+}
