@@ -14,7 +14,11 @@ pub fn dataset_root() -> Option<PathBuf> {
         Some(p) => PathBuf::from(p),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets"),
     };
-    root.is_dir().then_some(root)
+    if root.is_dir() {
+        Some(root.canonicalize().unwrap_or(root))
+    } else {
+        None
+    }
 }
 
 /// The sorted image files (png, jpg, jpeg, bmp, tif, tiff, webp) directly inside `dir`.

@@ -42,12 +42,12 @@ impl Default for RainParams {
     /// Light rain in the style of Rain100L: thin, long, near-vertical, semi-transparent.
     fn default() -> Self {
         RainParams {
-            density: 0.004,
-            length: (14.0, 34.0),
+            density: 0.003,
+            length: (18.0, 40.0),
             angle_range: 25.0,
             angle_jitter: 1.5,
             width: 1.1,
-            brightness: (60.0, 170.0),
+            brightness: (50.0, 150.0),
         }
     }
 }
