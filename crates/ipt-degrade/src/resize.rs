@@ -12,8 +12,8 @@
 //! - separable, the dimension with the smaller factor first (height first on ties).
 //!
 //! The weight tables ([`Contributions`]) are computed once per (in length, out length, factor),
-//! cached, and stored sparse: each output pixel reads one contiguous source range (mirrored taps
-//! that land on the same source pixel are merged). Rows and channels run in parallel (rayon).
+//! cached, and stored sparse: each output pixel reads one contiguous, fixed-width source window
+//! (mirrored taps that land on the same source pixel are merged). Rows and channels run in parallel (rayon).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -39,22 +39,22 @@ pub fn cubic(x: f64) -> f64 {
     }
 }
 
-/// The resampling weights of one dimension, in sparse contiguous form.
+/// The resampling weights of one dimension, in sparse fixed-width form.
 ///
-/// Output pixel `i` is `Σ_k weights[i·taps + k] · src[starts[i] + k]` for `k < lens[i]`.
+/// Output pixel `i` is `Σ_{k < taps} weights[i·taps + k] · src[starts[i] + k]`, and
+/// `starts[i] + taps ≤ in_len` always holds, so every output reads one contiguous, in-range window
+/// of the same width (zero-padded where its true span is shorter).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Contributions {
     /// Input length.
     pub in_len: usize,
     /// Output length.
     pub out_len: usize,
-    /// Row stride of `weights` (the longest `lens[i]`).
+    /// Window width: the longest merged span, at most `in_len`.
     pub taps: usize,
-    /// First source index (0-based) of each output pixel.
+    /// First source index (0-based) of each output pixel's window.
     pub starts: Vec<usize>,
-    /// Number of source pixels each output pixel reads.
-    pub lens: Vec<usize>,
-    /// Weights, `out_len × taps`, zero-padded, rounded from the `f64` table.
+    /// Weights, `out_len × taps`, rounded from the `f64` table.
     pub weights: Vec<f32>,
     /// The same weights in `f64`.
     pub weights_f64: Vec<f64>,
@@ -127,20 +127,22 @@ impl Contributions {
             starts.push(lo);
             spans.push(span);
         }
-        let taps = spans.iter().map(Vec::len).max().unwrap_or(1);
+        // Fixed-width windows that stay inside [0, in_len): merged spans lie inside it already.
+        let taps = spans.iter().map(Vec::len).max().unwrap_or(1).min(in_len);
         let mut weights_f64 = vec![0.0f64; out_len * taps];
-        let mut lens = Vec::with_capacity(out_len);
-        for (o, span) in spans.iter().enumerate() {
-            weights_f64[o * taps..o * taps + span.len()].copy_from_slice(span);
-            lens.push(span.len());
+        let mut win_starts = Vec::with_capacity(out_len);
+        for (o, (span, &lo)) in spans.iter().zip(&starts).enumerate() {
+            let ws = lo.min(in_len - taps);
+            let off = lo - ws;
+            weights_f64[o * taps + off..o * taps + off + span.len()].copy_from_slice(span);
+            win_starts.push(ws);
         }
         let weights = weights_f64.iter().map(|&w| w as f32).collect();
         Contributions {
             in_len,
             out_len,
             taps,
-            starts,
-            lens,
+            starts: win_starts,
             weights,
             weights_f64,
         }
@@ -311,15 +313,13 @@ fn resize_rows(src: &[f32], c: usize, h: usize, w: usize, t: &Contributions, q: 
             let ch = row / out_h;
             let y = row % out_h;
             let start = t.starts[y];
-            let len = t.lens[y];
-            let wts = &t.weights[y * t.taps..y * t.taps + len];
+            let wts = &t.weights[y * t.taps..(y + 1) * t.taps];
             let plane = &src[ch * h * w..(ch + 1) * h * w];
-            let first = &plane[start * w..(start + 1) * w];
-            let w0 = wts[0];
-            for (d, &s) in dst.iter_mut().zip(first) {
-                *d = w0 * s;
-            }
-            for (k, &wk) in wts.iter().enumerate().skip(1) {
+            dst.fill(0.0);
+            for (k, &wk) in wts.iter().enumerate() {
+                if wk == 0.0 {
+                    continue;
+                }
                 let srow = &plane[(start + k) * w..(start + k + 1) * w];
                 for (d, &s) in dst.iter_mut().zip(srow) {
                     *d += wk * s;
@@ -332,29 +332,120 @@ fn resize_rows(src: &[f32], c: usize, h: usize, w: usize, t: &Contributions, q: 
     out
 }
 
+/// Rows processed together by the width pass (one SIMD-friendly `[f32; ROWS]` per source column).
+const ROWS: usize = 8;
+
 /// Resizes along the width: out[ch, y, x] = Σ_k w_k · src[ch, y, start_x + k].
+///
+/// Rows are processed in blocks of [`ROWS`]: the block is transposed into a `[f32; ROWS]` per
+/// source column, so each tap is one vector multiply-add over the block's rows.
 fn resize_cols(src: &[f32], c: usize, h: usize, w: usize, t: &Contributions, q: bool) -> Vec<f32> {
     debug_assert_eq!(t.in_len, w);
     let out_w = t.out_len;
     let mut out = vec![0.0f32; c * h * out_w];
-    let min_rows = (MIN_PAR_VALUES / out_w).max(1);
-    out.par_chunks_mut(out_w)
-        .with_min_len(min_rows)
-        .zip(src.par_chunks(w))
-        .for_each(|(dst, srow)| {
-            for (x, d) in dst.iter_mut().enumerate() {
-                let start = t.starts[x];
-                let len = t.lens[x];
-                let wts = &t.weights[x * t.taps..x * t.taps + len];
-                let s = &srow[start..start + len];
-                let mut acc = 0.0f32;
-                for (&wk, &v) in wts.iter().zip(s) {
-                    acc += wk * v;
+    let min_blocks = (MIN_PAR_VALUES / (out_w * ROWS)).max(1);
+    out.par_chunks_mut(out_w * ROWS)
+        .with_min_len(min_blocks)
+        .zip(src.par_chunks(w * ROWS))
+        .for_each_init(
+            || vec![[0.0f32; ROWS]; w],
+            |tile, (dst, srows)| {
+                let rows = srows.len() / w;
+                for (x, col) in tile.iter_mut().enumerate() {
+                    for (r, v) in col.iter_mut().enumerate() {
+                        *v = if r < rows { srows[r * w + x] } else { 0.0 };
+                    }
                 }
-                *d = if q { quantize_value(acc) } else { acc };
-            }
-        });
+                match t.taps {
+                    1 => cols_block::<1>(tile, dst, rows, t, q),
+                    2 => cols_block::<2>(tile, dst, rows, t, q),
+                    3 => cols_block::<3>(tile, dst, rows, t, q),
+                    4 => cols_block::<4>(tile, dst, rows, t, q),
+                    5 => cols_block::<5>(tile, dst, rows, t, q),
+                    6 => cols_block::<6>(tile, dst, rows, t, q),
+                    7 => cols_block::<7>(tile, dst, rows, t, q),
+                    8 => cols_block::<8>(tile, dst, rows, t, q),
+                    _ => cols_block_any(tile, dst, rows, t, q),
+                }
+            },
+        );
     out
+}
+
+/// Output columns computed into a small transposed buffer before being written out row by row.
+const XCHUNK: usize = 256;
+
+/// Writes `buf` (`[f32; ROWS]` per output column `x0..x0 + buf.len()`) to the block's rows.
+#[inline]
+fn flush(dst: &mut [f32], out_w: usize, x0: usize, rows: usize, buf: &[[f32; ROWS]], q: bool) {
+    for r in 0..rows {
+        let row = &mut dst[r * out_w + x0..r * out_w + x0 + buf.len()];
+        for (d, v) in row.iter_mut().zip(buf) {
+            *d = if q { quantize_value(v[r]) } else { v[r] };
+        }
+    }
+}
+
+/// One block of the width pass with a compile-time window width (unrolled).
+#[inline]
+fn cols_block<const K: usize>(
+    tile: &[[f32; ROWS]],
+    dst: &mut [f32],
+    rows: usize,
+    t: &Contributions,
+    q: bool,
+) {
+    let out_w = t.out_len;
+    let mut buf = [[0.0f32; ROWS]; XCHUNK];
+    for (ci, (wchunk, schunk)) in t
+        .weights
+        .chunks(K * XCHUNK)
+        .zip(t.starts.chunks(XCHUNK))
+        .enumerate()
+    {
+        let n = schunk.len();
+        for ((b, wts), &start) in buf.iter_mut().zip(wchunk.chunks_exact(K)).zip(schunk) {
+            let (Ok(wts), Some(Ok(cols))) = (
+                <&[f32; K]>::try_from(wts),
+                tile.get(start..start + K)
+                    .map(<&[[f32; ROWS]; K]>::try_from),
+            ) else {
+                continue; // unreachable: windows are K wide and in range by construction
+            };
+            let mut acc = [0.0f32; ROWS];
+            for k in 0..K {
+                for r in 0..ROWS {
+                    acc[r] += wts[k] * cols[k][r];
+                }
+            }
+            *b = acc;
+        }
+        flush(dst, out_w, ci * XCHUNK, rows, &buf[..n], q);
+    }
+}
+
+/// One block of the width pass for any window width.
+fn cols_block_any(tile: &[[f32; ROWS]], dst: &mut [f32], rows: usize, t: &Contributions, q: bool) {
+    let (out_w, taps) = (t.out_len, t.taps);
+    let mut buf = [[0.0f32; ROWS]; XCHUNK];
+    for (ci, (wchunk, schunk)) in t
+        .weights
+        .chunks(taps * XCHUNK)
+        .zip(t.starts.chunks(XCHUNK))
+        .enumerate()
+    {
+        let n = schunk.len();
+        for ((b, wts), &start) in buf.iter_mut().zip(wchunk.chunks_exact(taps)).zip(schunk) {
+            let mut acc = [0.0f32; ROWS];
+            for (&wk, col) in wts.iter().zip(&tile[start..start + taps]) {
+                for r in 0..ROWS {
+                    acc[r] += wk * col[r];
+                }
+            }
+            *b = acc;
+        }
+        flush(dst, out_w, ci * XCHUNK, rows, &buf[..n], q);
+    }
 }
 
 /// Crops the bottom/right so that height and width are multiples of `s` (MATLAB `modcrop`).

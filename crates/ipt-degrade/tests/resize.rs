@@ -225,21 +225,39 @@ fn mirror_border_hand_worked_4x4() {
 }
 
 #[test]
-fn table_is_sparse_contiguous_and_normalised() {
+fn table_equals_dense_matlab_table() {
     for &(n, f) in &[
         (48usize, 0.25f64),
         (48, 4.0),
         (7, 1.0 / 3.0),
         (1, 2.0),
         (2, 0.5),
+        (5, 0.7),
+        (3, 0.25),
     ] {
-        let t = Contributions::new(n, output_len(n, f), f);
-        for o in 0..t.out_len {
-            let s: f64 = t.weights_f64[o * t.taps..o * t.taps + t.lens[o]]
-                .iter()
-                .sum();
-            assert!((s - 1.0).abs() < 1e-12, "n={n} f={f} o={o}: sum {s}");
-            assert!(t.starts[o] + t.lens[o] <= n);
+        let out_len = output_len(n, f);
+        let t = Contributions::new(n, out_len, f);
+        assert!(t.taps <= n);
+        let (wt, ix) = matlab_contributions(n, out_len, f);
+        for o in 0..out_len {
+            assert!(t.starts[o] + t.taps <= n);
+            // Per-source-pixel weights of the dense table vs the sparse window.
+            let mut dense = vec![0.0f64; n];
+            for j in 0..wt.ncols() {
+                dense[ix[[o, j]]] += wt[[o, j]];
+            }
+            let mut sparse = vec![0.0f64; n];
+            for k in 0..t.taps {
+                sparse[t.starts[o] + k] += t.weights_f64[o * t.taps + k];
+            }
+            for i in 0..n {
+                assert!(
+                    (dense[i] - sparse[i]).abs() < 1e-15,
+                    "n={n} f={f} o={o} i={i}"
+                );
+            }
+            let sum: f64 = sparse.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-12);
         }
     }
 }
