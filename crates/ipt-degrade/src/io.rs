@@ -40,46 +40,25 @@ pub fn read_image_with(path: &Path, channels: Channels) -> Result<Image, Degrade
             reason: format!("image has zero size ({w}x{h})"),
         });
     }
-    let (src_c, data): (usize, Vec<f32>) = match dynimg {
-        DynamicImage::ImageLuma8(b) => (1, b.into_raw().into_iter().map(f32::from).collect()),
-        DynamicImage::ImageLumaA8(b) => (1, strip_alpha(b.as_raw(), 2, f32::from)),
-        DynamicImage::ImageRgb8(b) => (3, b.into_raw().into_iter().map(f32::from).collect()),
-        DynamicImage::ImageRgba8(b) => (3, strip_alpha(b.as_raw(), 4, f32::from)),
-        DynamicImage::ImageLuma16(b) => (1, b.as_raw().iter().map(|&v| u16_to_255(v)).collect()),
-        DynamicImage::ImageLumaA16(b) => (1, strip_alpha(b.as_raw(), 2, u16_to_255)),
-        DynamicImage::ImageRgb16(b) => (3, b.as_raw().iter().map(|&v| u16_to_255(v)).collect()),
-        DynamicImage::ImageRgba16(b) => (3, strip_alpha(b.as_raw(), 4, u16_to_255)),
-        DynamicImage::ImageRgb32F(b) => (3, b.as_raw().iter().map(|&v| v * 255.0).collect()),
-        DynamicImage::ImageRgba32F(b) => (3, strip_alpha(b.as_raw(), 4, |v: f32| v * 255.0)),
-        other => {
-            let rgb = other.to_rgb32f();
-            (3, rgb.as_raw().iter().map(|&v| v * 255.0).collect())
-        }
+    let is_color = dynimg.color().has_color();
+    let out_c = match channels {
+        Channels::Rgb => 3,
+        Channels::Native if is_color => 3,
+        Channels::Native | Channels::Gray => 1,
     };
-    let out_c = match (channels, src_c) {
-        (Channels::Rgb, _) => 3,
-        (Channels::Native, c) => c,
-        (Channels::Gray, _) => 1,
+    let img = match dynimg {
+        DynamicImage::ImageLuma8(b) => planes(b.as_raw(), 1, (h, w), out_c, f32::from),
+        DynamicImage::ImageLumaA8(b) => planes(b.as_raw(), 2, (h, w), out_c, f32::from),
+        DynamicImage::ImageRgb8(b) => planes(b.as_raw(), 3, (h, w), out_c, f32::from),
+        DynamicImage::ImageRgba8(b) => planes(b.as_raw(), 4, (h, w), out_c, f32::from),
+        DynamicImage::ImageLuma16(b) => planes(b.as_raw(), 1, (h, w), out_c, u16_to_255),
+        DynamicImage::ImageLumaA16(b) => planes(b.as_raw(), 2, (h, w), out_c, u16_to_255),
+        DynamicImage::ImageRgb16(b) => planes(b.as_raw(), 3, (h, w), out_c, u16_to_255),
+        DynamicImage::ImageRgba16(b) => planes(b.as_raw(), 4, (h, w), out_c, u16_to_255),
+        DynamicImage::ImageRgb32F(b) => planes(b.as_raw(), 3, (h, w), out_c, f32_to_255),
+        DynamicImage::ImageRgba32F(b) => planes(b.as_raw(), 4, (h, w), out_c, f32_to_255),
+        other => planes(other.to_rgb32f().as_raw(), 3, (h, w), out_c, f32_to_255),
     };
-    let mut img = Array3::<f32>::zeros((out_c, h, w));
-    for y in 0..h {
-        for x in 0..w {
-            let px = &data[(y * w + x) * src_c..(y * w + x + 1) * src_c];
-            match (src_c, out_c) {
-                (1, _) => {
-                    for c in 0..out_c {
-                        img[[c, y, x]] = px[0];
-                    }
-                }
-                (3, 1) => img[[0, y, x]] = (px[0] + px[1] + px[2]) / 3.0,
-                _ => {
-                    for c in 0..3 {
-                        img[[c, y, x]] = px[c];
-                    }
-                }
-            }
-        }
-    }
     Ok(img)
 }
 
@@ -87,10 +66,34 @@ fn u16_to_255(v: u16) -> f32 {
     (f64::from(v) * 255.0 / 65535.0) as f32
 }
 
-fn strip_alpha<T: Copy>(raw: &[T], stride: usize, f: impl Fn(T) -> f32) -> Vec<f32> {
-    raw.chunks_exact(stride)
-        .flat_map(|px| px[..stride - 1].iter().map(|&v| f(v)).collect::<Vec<_>>())
-        .collect()
+fn f32_to_255(v: f32) -> f32 {
+    v * 255.0
+}
+
+/// Interleaved pixels with `stride` samples (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) to `out_c`
+/// planes: gray is replicated, alpha dropped, colour reduced to the mean of R, G, B for one plane.
+fn planes<T: Copy>(
+    raw: &[T],
+    stride: usize,
+    (h, w): (usize, usize),
+    out_c: usize,
+    f: impl Fn(T) -> f32,
+) -> Image {
+    let color = stride >= 3;
+    let mut img = Array3::<f32>::zeros((out_c, h, w));
+    for (c, mut plane) in img.outer_iter_mut().enumerate() {
+        let Some(dst) = plane.as_slice_mut() else {
+            continue; // unreachable: a fresh standard-layout array
+        };
+        for (d, px) in dst.iter_mut().zip(raw.chunks_exact(stride)) {
+            *d = match (color, out_c) {
+                (false, _) => f(px[0]),
+                (true, 1) => (f(px[0]) + f(px[1]) + f(px[2])) / 3.0,
+                (true, _) => f(px[c]),
+            };
+        }
+    }
+    img
 }
 
 fn decode(path: &Path) -> Result<DynamicImage, DegradeError> {

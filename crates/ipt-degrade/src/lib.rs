@@ -16,6 +16,8 @@
 //! The documented random generator for everything seeded is [`rand_chacha::ChaCha8Rng`]
 //! (re-exported as [`Rng8`]): `Rng8::seed_from_u64(seed)` gives the same data on every platform.
 
+#![warn(missing_docs)]
+
 pub mod crop;
 pub mod data;
 pub mod error;

@@ -16,7 +16,7 @@ pub fn synthesize(hr: &Image, task: Task, rng: &mut impl Rng) -> (Image, Image) 
 /// Synthesizes `(lr, hr)` for `task` from a clean patch (normally of side
 /// [`Task::hr_patch`]`(48)`), as the official MindSpore pre-training pipeline does:
 ///
-/// - SR×s: HR is [`modcrop`]ped to a multiple of s; LR = [`quantize`]`(`[`imresize`]`(hr, 1/s))`
+/// - SR×s: HR is [`modcrop`]ped to a multiple of s; LR = [`quantize()`]`(`[`imresize`]`(hr, 1/s))`
 ///   (MATLAB bicubic, rounded to integers);
 /// - derain: LR = clip(HR + streak, 0, 255), streak from `rain` at the patch size, not rounded;
 /// - denoise σ: LR = clip(HR + σ·N(0,1), 0, 255), not rounded ([`NoiseOptions::default`]).

@@ -13,6 +13,8 @@
 //!   region, C1 = (0.01·255)², C2 = (0.03·255)², `f64`), on BT.601 Y or averaged over R, G, B.
 //! - [`SetMean`]: per-image values averaged per set.
 
+#![warn(missing_docs)]
+
 pub mod color;
 pub mod error;
 pub mod mean;
