@@ -341,3 +341,15 @@ fn synthesize_noise_and_rain_are_not_rounded() {
     let (lr0, _) = synthesize_with(&hr, Task::Derain, &src, &mut Rng8::seed_from_u64(5));
     assert_eq!(lr0, hr);
 }
+
+#[test]
+fn tasks_serialize_as_their_names() {
+    let json = serde_json::to_string(&Task::ALL).unwrap();
+    assert_eq!(
+        json,
+        r#"["sr2","sr3","sr4","derain","denoise30","denoise50"]"#
+    );
+    let back: Vec<Task> = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, Task::ALL.to_vec());
+    assert!(serde_json::from_str::<Task>(r#""sr9""#).is_err());
+}
