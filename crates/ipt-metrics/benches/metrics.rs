@@ -20,7 +20,9 @@ fn metrics(c: &mut Criterion) {
     let mut g = c.benchmark_group("metrics_512_rgb");
     g.throughput(Throughput::Elements(512 * 512));
     g.bench_function("ssim_y", |bch| bch.iter(|| ssim_y(a.view(), b.view(), 4)));
-    g.bench_function("ssim_rgb", |bch| bch.iter(|| ssim_rgb(a.view(), b.view(), 4)));
+    g.bench_function("ssim_rgb", |bch| {
+        bch.iter(|| ssim_rgb(a.view(), b.view(), 4))
+    });
     g.bench_function("psnr_y", |bch| bch.iter(|| psnr_y(a.view(), b.view(), 4)));
     g.finish();
 }
