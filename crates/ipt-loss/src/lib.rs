@@ -21,6 +21,8 @@
 //! assert!((parts.total.double_value(&[]) - (parts.l1 + 0.1 * parts.contrastive)).abs() < 1e-3);
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod contrastive;
 mod error;
 pub mod l1;

@@ -9,7 +9,12 @@ use crate::LossError;
 /// Weight of the contrastive term in the official pre-training (`0.1·SupCon`).
 pub const LAMBDA: f64 = 0.1;
 
-/// The combined pre-training loss. `Default` is the official setting: λ = 0.1, τ = 0.07, SupCon, one shot.
+/// Default anchor rows per contrastive block: at B = 64, N = 256 this keeps the loss's extra memory near
+/// 0.3 GiB instead of ~4.5 GiB one-shot, at equal or better speed on CPU (`docs/losses.md`).
+pub const DEFAULT_CHUNK: usize = 2048;
+
+/// The combined pre-training loss. `Default` is the official setting (λ = 0.1, τ = 0.07, SupCon), computed in
+/// blocks of [`DEFAULT_CHUNK`] anchor rows (same value and gradient as one shot).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PretrainLoss {
@@ -30,7 +35,7 @@ impl Default for PretrainLoss {
             lambda: LAMBDA,
             tau: TEMPERATURE,
             variant: ContrastiveVariant::SupCon,
-            chunk: None,
+            chunk: Some(DEFAULT_CHUNK),
         }
     }
 }
@@ -60,7 +65,7 @@ impl PretrainLoss {
     }
 
     /// Fallible [`PretrainLoss::compute`]: the checks of [`f_l1_loss`] and of
-    /// [`f_contrastive_loss`](crate::f_contrastive_loss).
+    /// [`f_contrastive_loss`].
     pub fn f_compute(
         &self,
         out: &Tensor,

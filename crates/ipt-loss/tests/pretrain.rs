@@ -47,6 +47,7 @@ fn default_is_the_official_setting() {
     assert_eq!(loss.lambda, 0.1);
     assert_eq!(loss.tau, 0.07);
     assert_eq!(loss.variant, ContrastiveVariant::SupCon);
+    assert_eq!(loss.chunk, Some(ipt_loss::pretrain::DEFAULT_CHUNK));
     let parsed: PretrainLoss =
         serde_json::from_str(r#"{"variant": "paper_eq5", "chunk": 512}"#).unwrap();
     assert_eq!(
