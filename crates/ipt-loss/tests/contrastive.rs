@@ -74,6 +74,7 @@ fn loop_references_agree_with_tensor_references() {
 #[test]
 fn value_and_gradient_match_naive_f64_within_1e5() {
     tch::manual_seed(0);
+    let (mut worst_v, mut worst_g) = (0f64, 0f64);
     for variant in ContrastiveVariant::ALL {
         for (b, n, d) in shapes(variant) {
             for tau in [TAU, 0.5] {
@@ -94,10 +95,12 @@ fn value_and_gradient_match_naive_f64_within_1e5() {
                         eg <= 1e-5,
                         "{variant} B{b} N{n} d{d} tau {tau} chunk {chunk:?}: grad rel err {eg}"
                     );
+                    (worst_v, worst_g) = (worst_v.max(ev), worst_g.max(eg));
                 }
             }
         }
     }
+    eprintln!("worst relative error vs naive f64: value {worst_v:.2e}, gradient {worst_g:.2e}");
 }
 
 #[test]
@@ -122,6 +125,7 @@ fn gradient_matches_finite_differences_in_f64() {
             }
             let fd = Tensor::from_slice(&fd).view([3, 4, 5]);
             let err = rel_max_err(&g, &fd);
+            eprintln!("{variant} chunk {chunk:?}: finite-difference rel err {err:.2e}");
             assert!(
                 err <= 1e-6,
                 "{variant} chunk {chunk:?}: finite-difference rel err {err}"
@@ -221,6 +225,9 @@ fn chunked_equals_one_shot_in_f32() {
             let (vc, gc) = value_and_grad(&x, TAU, variant, Some(chunk));
             let ev = (vc - v).abs() / v.abs();
             let eg = rel_max_err(&gc, &g);
+            eprintln!(
+                "{variant} chunk {chunk}: chunked vs one-shot value {ev:.1e}, gradient {eg:.1e}"
+            );
             assert!(ev <= 1e-6, "{variant} chunk {chunk}: value {vc} vs {v}");
             assert!(eg <= 2e-6, "{variant} chunk {chunk}: gradient rel err {eg}");
         }
