@@ -1,0 +1,174 @@
+//! Checkpoints: official PyTorch `.pt` state dicts and `.safetensors` files.
+//!
+//! - [`read_state_dict`] reads either format (detected from the file's first bytes).
+//! - [`infer_config`] recovers the [`IptConfig`] (from safetensors metadata, else from the
+//!   key names and shapes).
+//! - [`copy_into`] copies a state dict into a model's `VarStore`, strictly: missing,
+//!   unexpected and wrongly-shaped keys are all reported by name.
+//! - [`load`] does all three; [`save`] writes safetensors with the config in the metadata.
+
+pub mod infer;
+pub mod pickle;
+pub mod pytorch;
+pub mod safetensors_file;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::Path;
+
+use tch::{nn, Device, Tensor};
+
+use crate::config::IptConfig;
+use crate::error::CheckpointError;
+use crate::ipt::Ipt;
+
+pub use infer::{infer_config, InferOptions};
+pub use safetensors_file::CONFIG_KEY;
+
+/// Named tensors read from a checkpoint file, in file order, plus string metadata
+/// (safetensors only; empty for `.pt`).
+#[derive(Debug)]
+pub struct StateDict {
+    /// `(key, tensor)` pairs, CPU tensors.
+    pub tensors: Vec<(String, Tensor)>,
+    /// String metadata (the `ipt_config` JSON lives here).
+    pub metadata: HashMap<String, String>,
+}
+
+impl StateDict {
+    /// Total number of elements of every tensor except the int64 `position_ids` buffer (the
+    /// convention of the spec's parameter counts).
+    pub fn num_parameters(&self) -> usize {
+        self.tensors
+            .iter()
+            .filter(|(k, _)| !k.ends_with("position_ids"))
+            .map(|(_, t)| t.numel())
+            .sum()
+    }
+}
+
+/// Reads a checkpoint: a PyTorch zip file (`torch.save`, ≥ 1.6) or a `.safetensors` file,
+/// told apart by content. Legacy (pre-1.6) PyTorch files are refused with instructions.
+pub fn read_state_dict(path: &Path) -> Result<StateDict, CheckpointError> {
+    let mut head = [0u8; 16];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let head = &head[..n];
+    if head.starts_with(b"PK\x03\x04") {
+        pytorch::read_pt(path)
+    } else if pytorch::is_legacy(head) {
+        Err(CheckpointError::Format {
+            path: path.to_path_buf(),
+            msg: "legacy (pre-1.6, non-zip) PyTorch format is not supported; re-save it with a \
+                  recent PyTorch: torch.save(torch.load(OLD), NEW)"
+                .into(),
+        })
+    } else if n >= 9 && head[8] == b'{' {
+        safetensors_file::read_safetensors(path)
+    } else {
+        Err(CheckpointError::Format {
+            path: path.to_path_buf(),
+            msg: "neither a PyTorch zip checkpoint nor a safetensors file".into(),
+        })
+    }
+}
+
+/// Copies `sd` into the variables of `vs` (converting float kinds and moving to the store's
+/// device). Strict: fails, naming every key, when the file lacks a variable, has a tensor the
+/// model lacks, or a shape differs. `path` is only used in messages.
+pub fn copy_into(vs: &nn::VarStore, sd: &StateDict, path: &Path) -> Result<(), CheckpointError> {
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let file: BTreeMap<&str, &Tensor> = sd.tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    let missing: Vec<String> = vars
+        .keys()
+        .filter(|k| !file.contains_key(k.as_str()))
+        .cloned()
+        .collect();
+    let unexpected: Vec<String> = file
+        .keys()
+        .filter(|k| !vars.contains_key(**k))
+        .map(|k| k.to_string())
+        .collect();
+    let wrong_shape: Vec<(String, Vec<i64>, Vec<i64>)> = vars
+        .iter()
+        .filter_map(|(k, v)| {
+            let t = file.get(k.as_str())?;
+            (t.size() != v.size()).then(|| (k.clone(), t.size(), v.size()))
+        })
+        .collect();
+    if !(missing.is_empty() && unexpected.is_empty() && wrong_shape.is_empty()) {
+        return Err(CheckpointError::Mismatch {
+            path: path.to_path_buf(),
+            missing,
+            unexpected,
+            wrong_shape,
+        });
+    }
+    tch::no_grad(|| {
+        for (k, v) in &vars {
+            let src = file[k.as_str()].to_device(v.device()).to_kind(v.kind());
+            v.shallow_clone()
+                .f_copy_(&src)
+                .map_err(|e| CheckpointError::Format {
+                    path: path.to_path_buf(),
+                    msg: format!("copying {k}: {e}"),
+                })?;
+        }
+        Ok(())
+    })
+}
+
+/// A model built from a checkpoint.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The variables (on the requested device).
+    pub vs: nn::VarStore,
+    /// The network.
+    pub model: Ipt,
+    /// Its configuration.
+    pub config: IptConfig,
+}
+
+/// Reads `path`, infers its config, builds the network on `device` and loads the weights
+/// strictly.
+pub fn load(path: &Path, device: Device, opts: &InferOptions) -> Result<Loaded, CheckpointError> {
+    let sd = read_state_dict(path)?;
+    let config = infer_config(&sd, opts).map_err(|msg| CheckpointError::Format {
+        path: path.to_path_buf(),
+        msg,
+    })?;
+    let vs = nn::VarStore::new(device);
+    let model = Ipt::new(&vs.root(), &config).map_err(|source| CheckpointError::Model {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    copy_into(&vs, &sd, path)?;
+    Ok(Loaded { vs, model, config })
+}
+
+/// Writes every variable of `vs` to a `.safetensors` file with `config` as JSON under the
+/// metadata key [`CONFIG_KEY`]. Refuses other extensions, so that nothing that is not a
+/// PyTorch pickle gets a `.pt` name.
+pub fn save(path: &Path, vs: &nn::VarStore, config: &IptConfig) -> Result<(), CheckpointError> {
+    if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        return Err(CheckpointError::Format {
+            path: path.to_path_buf(),
+            msg: "checkpoints are written as .safetensors; use that extension".into(),
+        });
+    }
+    let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let json = serde_json::to_string(config).map_err(|e| CheckpointError::Format {
+        path: path.to_path_buf(),
+        msg: format!("serialising the config: {e}"),
+    })?;
+    let metadata = HashMap::from([
+        (CONFIG_KEY.to_string(), json),
+        ("format".to_string(), "pt".to_string()),
+    ]);
+    safetensors_file::write_safetensors(path, &tensors, metadata)
+}

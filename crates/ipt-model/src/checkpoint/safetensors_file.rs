@@ -1,0 +1,118 @@
+//! `.safetensors` reading and writing (via the `safetensors` crate), with the model config as
+//! JSON under the metadata key [`CONFIG_KEY`].
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use tch::{Kind, Tensor};
+
+use super::StateDict;
+use crate::error::CheckpointError;
+
+/// Metadata key holding the [`IptConfig`](crate::IptConfig) as JSON.
+pub const CONFIG_KEY: &str = "ipt_config";
+
+fn kind_of(dtype: Dtype) -> Option<Kind> {
+    Some(match dtype {
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        Dtype::F16 => Kind::Half,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::I64 => Kind::Int64,
+        Dtype::I32 => Kind::Int,
+        Dtype::I16 => Kind::Int16,
+        Dtype::I8 => Kind::Int8,
+        Dtype::U8 => Kind::Uint8,
+        Dtype::BOOL => Kind::Bool,
+        _ => return None,
+    })
+}
+
+fn dtype_of(kind: Kind) -> Option<Dtype> {
+    Some(match kind {
+        Kind::Float => Dtype::F32,
+        Kind::Double => Dtype::F64,
+        Kind::Half => Dtype::F16,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        Kind::Int16 => Dtype::I16,
+        Kind::Int8 => Dtype::I8,
+        Kind::Uint8 => Dtype::U8,
+        Kind::Bool => Dtype::BOOL,
+        _ => return None,
+    })
+}
+
+/// Reads every tensor and the metadata of a `.safetensors` file.
+pub fn read_safetensors(path: &Path) -> Result<StateDict, CheckpointError> {
+    let fmt = |msg: String| CheckpointError::Format {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| fmt(format!("not a safetensors file ({e:?})")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| fmt(format!("not a safetensors file ({e:?})")))?;
+    let mut tensors = Vec::with_capacity(st.len());
+    for (name, view) in st.tensors() {
+        let kind = kind_of(view.dtype()).ok_or_else(|| {
+            fmt(format!(
+                "tensor {name}: dtype {:?} unsupported",
+                view.dtype()
+            ))
+        })?;
+        let shape: Vec<i64> = view.shape().iter().map(|&x| x as i64).collect();
+        // TensorView::data() has been checked by the crate to hold numel · dtype size bytes.
+        let t = Tensor::f_from_data_size(view.data(), &shape, kind)
+            .map_err(|e| fmt(format!("tensor {name}: {e}")))?;
+        tensors.push((name, t));
+    }
+    // Keep a stable order (the file orders by dtype, then name).
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(StateDict {
+        tensors,
+        metadata: meta.metadata().clone().unwrap_or_default(),
+    })
+}
+
+/// Writes `tensors` (moved to the CPU, made contiguous) and `metadata` to a `.safetensors`
+/// file.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: HashMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let fmt = |msg: String| CheckpointError::Format {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let mut blobs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let t = t.to_device(tch::Device::Cpu).contiguous();
+        let kind = t.kind();
+        let dtype = dtype_of(kind)
+            .ok_or_else(|| fmt(format!("tensor {name}: kind {kind:?} cannot be stored")))?;
+        let numel = t.numel();
+        let mut buf = vec![0u8; numel * kind.elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut buf, numel)
+            .map_err(|e| fmt(format!("tensor {name}: {e}")))?;
+        let shape = t.size().iter().map(|&x| x as usize).collect();
+        blobs.push((name.clone(), dtype, shape, buf));
+    }
+    let views = blobs
+        .iter()
+        .map(|(n, d, s, b)| {
+            TensorView::new(*d, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| fmt(format!("tensor {n}: {e:?}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize_to_file(views, &Some(metadata), path)
+        .map_err(|e| fmt(format!("writing safetensors: {e:?}")))
+}

@@ -1,0 +1,236 @@
+//! `IptConfig`: every hyperparameter of the IPT network (spec §1.1), its presets and validation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ModelError;
+
+/// The RGB mean of DIV2K used by the official `MeanShift` layers (spec §1.2).
+pub const DIV2K_RGB_MEAN: [f64; 3] = [0.4488, 0.4371, 0.4040];
+
+/// Hyperparameters of the IPT network. Field names follow the official `option.py`.
+///
+/// One head, one tail and (normally) one row of the task embedding exist per entry of
+/// [`scales`](Self::scales); the task index used by [`Ipt::forward`](crate::Ipt::forward) is the
+/// position in that list. Missing fields take the value of [`IptConfig::default`] (the paper's
+/// six-task pre-training model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IptConfig {
+    /// Feature channels C of heads and tails (64).
+    pub n_feats: usize,
+    /// Side of the fixed square input the transformer accepts (48).
+    pub patch_size: usize,
+    /// Side of one token ("word") cut from the feature map (3).
+    pub patch_dim: usize,
+    /// Attention heads (12); must divide the embedding dimension.
+    pub num_heads: usize,
+    /// Encoder layers, and also decoder layers (12 each).
+    pub num_layers: usize,
+    /// Upscaling factor of each task, in task-index order (e.g. `[2, 3, 4, 1, 1, 1]`). 1 means
+    /// a same-size task (denoise or derain). Allowed values: 1, 3 and powers of two.
+    pub scales: Vec<usize>,
+    /// Rows of the task embedding `query_embed` (≥ the number of tasks).
+    pub num_queries: usize,
+    /// Dropout probability of every dropout layer (0 in the paper).
+    pub dropout: f64,
+    /// Remove `linear_encoding`, `mlp_head` and `query_embed` (official `--no_mlp`).
+    pub no_mlp: bool,
+    /// Add the position embedding to q/k in every layer instead of once at the input.
+    pub pos_every: bool,
+    /// No position embedding at all.
+    pub no_pos: bool,
+    /// Replace every LayerNorm by the identity.
+    pub no_norm: bool,
+    /// Give the attention output projections a bias (`*.out_proj.bias`), as PyTorch 1.5–1.8 did.
+    pub attn_out_bias: bool,
+    /// Pixel value range (255: tensors hold floats on the 0–255 scale).
+    pub rgb_range: f64,
+    /// RGB mean subtracted by `sub_mean` and added back by `add_mean`, as a fraction of the range.
+    pub rgb_mean: [f64; 3],
+}
+
+impl Default for IptConfig {
+    fn default() -> Self {
+        Self::base(&[2, 3, 4, 1, 1, 1])
+    }
+}
+
+impl IptConfig {
+    /// The paper's model: 64 features, 48-px input cut into 3×3 words (d = 576), 12 heads,
+    /// 12 encoder + 12 decoder layers; one task embedding row per scale.
+    pub fn base(scales: &[usize]) -> Self {
+        Self {
+            n_feats: 64,
+            patch_size: 48,
+            patch_dim: 3,
+            num_heads: 12,
+            num_layers: 12,
+            scales: scales.to_vec(),
+            num_queries: scales.len().max(1),
+            dropout: 0.0,
+            no_mlp: false,
+            pos_every: false,
+            no_pos: false,
+            no_norm: false,
+            attn_out_bias: false,
+            rgb_range: 255.0,
+            rgb_mean: DIV2K_RGB_MEAN,
+        }
+    }
+
+    /// A small model for CPU tests, demos and quick training runs: the same 48-px input as the
+    /// paper (so data pipelines and `forward_chop` are unchanged), 8 features, 4×4 words
+    /// (d = 128, 144 tokens), 2 heads, 1 encoder + 1 decoder layer (≈0.9 M parameters with six
+    /// tasks; a batch-8 training step takes a fraction of a second on a 2-core CPU).
+    pub fn tiny(scales: &[usize]) -> Self {
+        Self {
+            n_feats: 8,
+            patch_dim: 4,
+            num_heads: 2,
+            num_layers: 1,
+            ..Self::base(scales)
+        }
+    }
+
+    /// Embedding dimension d = n_feats · patch_dim² (576 for the base model).
+    pub fn embedding_dim(&self) -> usize {
+        self.n_feats * self.patch_dim * self.patch_dim
+    }
+
+    /// Hidden width of every feed-forward block, 4·d.
+    pub fn hidden_dim(&self) -> usize {
+        4 * self.embedding_dim()
+    }
+
+    /// Side of the token grid, patch_size / patch_dim (16 for the base model).
+    pub fn grid(&self) -> usize {
+        self.patch_size / self.patch_dim.max(1)
+    }
+
+    /// Number of tokens N = grid² (256 for the base model).
+    pub fn seq_len(&self) -> usize {
+        self.grid() * self.grid()
+    }
+
+    /// Number of tasks (heads and tails).
+    pub fn num_tasks(&self) -> usize {
+        self.scales.len()
+    }
+
+    /// Upscaling factor of task `task_idx`, if that task exists.
+    pub fn scale(&self, task_idx: usize) -> Option<usize> {
+        self.scales.get(task_idx).copied()
+    }
+
+    /// Checks that the configuration describes a network that can be built.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |msg: String| Err(ModelError::InvalidConfig(msg));
+        if self.n_feats == 0 || self.patch_size == 0 || self.patch_dim == 0 {
+            return bad(format!(
+                "n_feats ({}), patch_size ({}) and patch_dim ({}) must be positive",
+                self.n_feats, self.patch_size, self.patch_dim
+            ));
+        }
+        if self.patch_size % self.patch_dim != 0 {
+            return bad(format!(
+                "patch_size {} is not divisible by patch_dim {}",
+                self.patch_size, self.patch_dim
+            ));
+        }
+        if self.num_heads == 0 || self.embedding_dim() % self.num_heads != 0 {
+            return bad(format!(
+                "embedding dim n_feats·patch_dim² = {} is not divisible by num_heads {}",
+                self.embedding_dim(),
+                self.num_heads
+            ));
+        }
+        if self.scales.is_empty() {
+            return bad("scales is empty: at least one task is needed".into());
+        }
+        for (i, &s) in self.scales.iter().enumerate() {
+            if !(s == 1 || s == 3 || s.is_power_of_two()) {
+                return bad(format!(
+                    "scale {s} of task {i} is not supported (1, 3 or a power of two)"
+                ));
+            }
+        }
+        if !self.no_mlp && self.num_queries < self.scales.len() {
+            return bad(format!(
+                "num_queries {} is smaller than the number of tasks {}",
+                self.num_queries,
+                self.scales.len()
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout {} is not in [0, 1)", self.dropout));
+        }
+        if self.pos_every && self.no_pos {
+            return bad("pos_every and no_pos cannot both be set".into());
+        }
+        if self.rgb_range.is_nan() || self.rgb_range <= 0.0 {
+            return bad(format!("rgb_range {} must be positive", self.rgb_range));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_derived_sizes_match_the_paper() {
+        let c = IptConfig::base(&[2]);
+        assert_eq!(c.embedding_dim(), 576);
+        assert_eq!(c.hidden_dim(), 2304);
+        assert_eq!(c.seq_len(), 256);
+        assert_eq!(c.num_queries, 1);
+        c.validate().unwrap();
+        IptConfig::default().validate().unwrap();
+        assert_eq!(IptConfig::default().num_queries, 6);
+    }
+
+    #[test]
+    fn tiny_is_valid() {
+        let c = IptConfig::tiny(&[2, 3, 4, 1, 1, 1]);
+        c.validate().unwrap();
+        assert_eq!(c.embedding_dim(), 128);
+        assert_eq!(c.seq_len(), 144);
+    }
+
+    #[test]
+    fn invalid_configs_are_rejected_with_reasons() {
+        let mut c = IptConfig::base(&[2]);
+        c.num_heads = 7;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("not divisible by num_heads 7"), "{e}");
+        let mut c = IptConfig::base(&[2]);
+        c.patch_dim = 5;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("patch_dim 5"));
+        let c = IptConfig::base(&[5]);
+        assert!(c.validate().unwrap_err().to_string().contains("scale 5"));
+        let mut c = IptConfig::base(&[2, 3]);
+        c.num_queries = 1;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("num_queries"));
+        assert!(IptConfig::base(&[]).validate().is_err());
+    }
+
+    #[test]
+    fn serde_round_trip_and_defaults() {
+        let c = IptConfig::tiny(&[2, 1]);
+        let json = serde_json::to_string(&c).unwrap();
+        let back: IptConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+        let partial: IptConfig = serde_json::from_str(r#"{"scales":[4],"num_queries":1}"#).unwrap();
+        assert_eq!(partial, IptConfig::base(&[4]));
+        assert!(serde_json::from_str::<IptConfig>(r#"{"n_feat":3}"#).is_err());
+    }
+}

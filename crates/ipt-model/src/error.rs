@@ -1,0 +1,97 @@
+//! Error types of the model crate.
+
+use std::path::PathBuf;
+
+/// Errors from building or running the network.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The configuration cannot describe a network (the message says why).
+    #[error("invalid IPT config: {0}")]
+    InvalidConfig(String),
+    /// A task index outside the model's task list.
+    #[error("task index {task} is out of range: the model has {num_tasks} task(s)")]
+    TaskOutOfRange {
+        /// The requested task index.
+        task: usize,
+        /// The number of tasks (heads/tails) of the model.
+        num_tasks: usize,
+    },
+    /// An input tensor of the wrong shape.
+    #[error("bad input shape {got:?}: expected {expected}")]
+    BadInput {
+        /// The shape that was passed.
+        got: Vec<i64>,
+        /// What was expected, in words.
+        expected: String,
+    },
+    /// An error raised by libtorch.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+/// Errors from reading, checking or writing checkpoints. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The file could not be opened, read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not in a format this crate reads, or is malformed.
+    #[error("{path}: {msg}")]
+    Format {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The tensors of the file do not match the network: listed by name.
+    #[error("{path}: checkpoint does not match the model:{}", mismatch_lines(.missing, .unexpected, .wrong_shape))]
+    Mismatch {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Keys the model has but the file lacks.
+        missing: Vec<String>,
+        /// Keys the file has but the model lacks.
+        unexpected: Vec<String>,
+        /// `(key, shape in file, shape in model)`.
+        wrong_shape: Vec<(String, Vec<i64>, Vec<i64>)>,
+    },
+    /// The configuration stored in or inferred from the file is invalid.
+    #[error("{path}: {source}")]
+    Model {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The model error.
+        source: ModelError,
+    },
+}
+
+fn mismatch_lines(
+    missing: &[String],
+    unexpected: &[String],
+    wrong_shape: &[(String, Vec<i64>, Vec<i64>)],
+) -> String {
+    let mut s = String::new();
+    if !missing.is_empty() {
+        s += &format!(
+            "\n  missing keys ({}): {}",
+            missing.len(),
+            missing.join(", ")
+        );
+    }
+    if !unexpected.is_empty() {
+        s += &format!(
+            "\n  unexpected keys ({}): {}",
+            unexpected.len(),
+            unexpected.join(", ")
+        );
+    }
+    for (k, file, model) in wrong_shape {
+        s += &format!("\n  wrong shape: {k}: file {file:?}, model {model:?}");
+    }
+    s
+}
