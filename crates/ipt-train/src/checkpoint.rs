@@ -1,0 +1,294 @@
+//! Training checkpoints: atomic writes, retention of the last K, and discovery for resuming.
+//!
+//! A checkpoint of step `n` is three files in `<run dir>/checkpoints/`:
+//!
+//! - `step-<n>.safetensors`: the model weights under the official key names (loadable by
+//!   `ipt restore` and by the official PyTorch code after conversion);
+//! - `step-<n>.optim.safetensors`: the Adam state (`m.<key>`, `v.<key>`, `step.<key>`);
+//! - `step-<n>.json`: the [`TrainState`] (step, epoch, counters, seed). It is written last, so
+//!   its presence means the checkpoint is complete.
+//!
+//! Every file is written to a temporary name in the same folder, fsynced, renamed into place,
+//! and the folder is fsynced, so a crash (or SIGKILL) never leaves a half-written checkpoint
+//! under a final name. The data order and every random number of step `n` are functions of
+//! `(seed, n)` (see [`crate::data::sampler`] and the trainer), so the step counter is the whole
+//! sampler/RNG state.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors of writing or reading checkpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file system operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file exists but cannot be used.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Everything besides tensors needed to resume a run exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps done (= index of the next batch).
+    pub step: u64,
+    /// Epoch of the next batch.
+    pub epoch: u64,
+    /// The run's seed.
+    pub seed: u64,
+    /// Steps skipped because the loss was NaN/Inf, so far.
+    pub nonfinite_steps: u64,
+    /// Unreadable files seen so far (this process's run segments added up).
+    pub bad_files: u64,
+    /// Crops skipped because an image was smaller than the crop.
+    pub small_skips: u64,
+    /// Wall-clock seconds of training so far.
+    pub elapsed_s: f64,
+    /// Weights file name (in the same folder).
+    pub weights: String,
+    /// Optimizer-state file name (in the same folder).
+    pub optimizer: String,
+}
+
+/// Write a file atomically: `write` fills a temporary path in the same folder (with the same
+/// extension), which is then fsynced and renamed to `path`; the folder is fsynced last.
+pub fn write_atomic<E: std::fmt::Display>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), CheckpointError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
+    write(&tmp).map_err(|e| CheckpointError::Invalid {
+        path: path.to_path_buf(),
+        message: format!("cannot write: {e}"),
+    })?;
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    // Directory fsync makes the rename durable (best effort where unsupported).
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Write bytes atomically (see [`write_atomic`]).
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    write_atomic(path, |tmp| std::fs::write(tmp, bytes))
+}
+
+/// The checkpoint folder of a run.
+#[derive(Debug, Clone)]
+pub struct CheckpointDir {
+    dir: PathBuf,
+}
+
+impl CheckpointDir {
+    /// `<run_dir>/checkpoints`, created if needed.
+    pub fn create(run_dir: &Path) -> Result<Self, CheckpointError> {
+        let dir = run_dir.join("checkpoints");
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        Ok(Self { dir })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// File stem of step `step`'s checkpoint.
+    pub fn stem(step: u64) -> String {
+        format!("step-{step:08}")
+    }
+
+    /// Paths of the weights, optimizer and state files of step `step`.
+    pub fn files(&self, step: u64) -> (PathBuf, PathBuf, PathBuf) {
+        let s = Self::stem(step);
+        (
+            self.dir.join(format!("{s}.safetensors")),
+            self.dir.join(format!("{s}.optim.safetensors")),
+            self.dir.join(format!("{s}.json")),
+        )
+    }
+
+    /// Steps of the complete checkpoints (those with a state file), ascending.
+    pub fn steps(&self) -> Result<Vec<u64>, CheckpointError> {
+        let mut steps = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let name = entry.map_err(io_err(&self.dir))?.file_name();
+            let name = name.to_string_lossy();
+            if let Some(n) = name
+                .strip_prefix("step-")
+                .and_then(|r| r.strip_suffix(".json"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                steps.push(n);
+            }
+        }
+        steps.sort_unstable();
+        Ok(steps)
+    }
+
+    /// The latest complete checkpoint, if any: its state and weights/optimizer paths.
+    pub fn latest(&self) -> Result<Option<(TrainState, PathBuf, PathBuf)>, CheckpointError> {
+        let Some(&step) = self.steps()?.last() else {
+            return Ok(None);
+        };
+        let (_, _, state_path) = self.files(step);
+        let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
+        let state: TrainState =
+            serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid {
+                path: state_path.clone(),
+                message: format!("bad checkpoint state: {e}"),
+            })?;
+        let weights = self.dir.join(&state.weights);
+        let optim = self.dir.join(&state.optimizer);
+        for p in [&weights, &optim] {
+            if !p.is_file() {
+                return Err(CheckpointError::Invalid {
+                    path: state_path.clone(),
+                    message: format!("names {} which does not exist", p.display()),
+                });
+            }
+        }
+        Ok(Some((state, weights, optim)))
+    }
+
+    /// Write a checkpoint: `save_weights` and `save_optim` are called with temporary paths
+    /// (ending in `.safetensors`), then the state file commits the set. Afterwards only the last
+    /// `keep_last` checkpoints are kept.
+    pub fn save<E1: std::fmt::Display, E2: std::fmt::Display>(
+        &self,
+        state: &TrainState,
+        save_weights: impl FnOnce(&Path) -> Result<(), E1>,
+        save_optim: impl FnOnce(&Path) -> Result<(), E2>,
+        keep_last: usize,
+    ) -> Result<PathBuf, CheckpointError> {
+        let (w, o, s) = self.files(state.step);
+        write_atomic(&w, save_weights)?;
+        write_atomic(&o, save_optim)?;
+        let mut state = state.clone();
+        state.weights = file_name(&w);
+        state.optimizer = file_name(&o);
+        let json = serde_json::to_string_pretty(&state).map_err(|e| CheckpointError::Invalid {
+            path: s.clone(),
+            message: e.to_string(),
+        })?;
+        write_bytes_atomic(&s, json.as_bytes())?;
+        self.prune(keep_last)?;
+        Ok(w)
+    }
+
+    /// Delete all but the last `keep_last` checkpoints (state file first, so an interrupted prune
+    /// never leaves a state file pointing at deleted weights).
+    pub fn prune(&self, keep_last: usize) -> Result<(), CheckpointError> {
+        let steps = self.steps()?;
+        let n_old = steps.len().saturating_sub(keep_last.max(1));
+        for &step in &steps[..n_old] {
+            let (w, o, s) = self.files(step);
+            for p in [s, w, o] {
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&p)(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(step: u64) -> TrainState {
+        TrainState {
+            step,
+            epoch: 0,
+            seed: 1,
+            nonfinite_steps: 0,
+            bad_files: 0,
+            small_skips: 0,
+            elapsed_s: 0.0,
+            weights: String::new(),
+            optimizer: String::new(),
+        }
+    }
+
+    #[test]
+    fn save_latest_and_keep_last() {
+        let run = tempfile::tempdir().unwrap();
+        let ck = CheckpointDir::create(run.path()).unwrap();
+        assert!(ck.latest().unwrap().is_none());
+        for step in [10, 20, 30, 40] {
+            ck.save(
+                &state(step),
+                |p| std::fs::write(p, format!("w{step}")),
+                |p| std::fs::write(p, format!("o{step}")),
+                2,
+            )
+            .unwrap();
+        }
+        assert_eq!(ck.steps().unwrap(), vec![30, 40]);
+        let (st, w, o) = ck.latest().unwrap().unwrap();
+        assert_eq!(st.step, 40);
+        assert_eq!(std::fs::read_to_string(w).unwrap(), "w40");
+        assert_eq!(std::fs::read_to_string(o).unwrap(), "o40");
+        // No temporary files are left behind, and old weights are gone.
+        let names: Vec<String> = std::fs::read_dir(ck.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 6, "{names:?}");
+        assert!(names.iter().all(|n| !n.starts_with(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn failed_write_leaves_no_checkpoint() {
+        let run = tempfile::tempdir().unwrap();
+        let ck = CheckpointDir::create(run.path()).unwrap();
+        let r = ck.save(
+            &state(5),
+            |p| std::fs::write(p, "w"),
+            |_p: &Path| Err::<(), _>("disk full"),
+            3,
+        );
+        assert!(r.is_err());
+        assert!(ck.latest().unwrap().is_none());
+    }
+}

@@ -1,0 +1,768 @@
+//! Experiment configuration: the TOML files under `configs/`.
+//!
+//! Every section and every key has a default (documented on the field), so the smallest valid
+//! config is an empty file: the paper's pre-training recipe on the embedded procedural data.
+//! Unknown keys are errors (`deny_unknown_fields`); parse errors name the file, the key path and
+//! the line. Relative paths are relative to the current directory (run commands from the
+//! repository root).
+//!
+//! ```toml
+//! name = "demo"
+//! [model]
+//! preset = "tiny"
+//! [tasks]
+//! names = ["sr2", "denoise30"]
+//! [data]
+//! source = "embedded"
+//! [optim]
+//! batch_size = 8
+//! steps = 300
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use ipt_degrade::Task;
+use serde::{Deserialize, Serialize};
+
+/// Errors from reading or checking a config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Io {
+        /// The config file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TOML syntax error or a key with a wrong name, type or value.
+    #[error("{path}:{line}:{column}: key `{key}`: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// Dotted key path (`.` when the error is not inside a key).
+        key: String,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// 1-based column (0 when unknown).
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value that parses but cannot work (e.g. weights that do not match the tasks).
+    #[error("{path}: key `{key}`: {message}")]
+    Invalid {
+        /// The config file (or `<inline>`).
+        path: PathBuf,
+        /// Dotted key path.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A folder or file named by the config does not exist.
+    #[error("{path}: key `{key}`: {what} {missing} does not exist; change `{key}` or put the data there")]
+    MissingPath {
+        /// The config file.
+        path: PathBuf,
+        /// Dotted key path to change.
+        key: String,
+        /// What the path should hold.
+        what: String,
+        /// The missing path.
+        missing: PathBuf,
+    },
+}
+
+/// A whole experiment: model, tasks, data, optimisation, loss, checkpoints, validation, runtime.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Run name; the run directory is `runs/<name>/`. Default: the config file's stem.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Model preset and overrides.
+    pub model: ModelSection,
+    /// Tasks trained (one per batch) and their sampling weights.
+    pub tasks: TasksSection,
+    /// Where training images come from and how crops are made.
+    pub data: DataSection,
+    /// Optimiser, schedule, batch size and run length.
+    pub optim: OptimSection,
+    /// Loss weights.
+    pub loss: LossSection,
+    /// Checkpoint interval and retention.
+    pub checkpoint: CheckpointSection,
+    /// Periodic PSNR validation.
+    pub validation: ValidationSection,
+    /// Seed, device, precision, logging.
+    pub runtime: RuntimeSection,
+    /// Present only in fine-tune configs: the starting checkpoint and the task to keep.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finetune: Option<FinetuneSection>,
+}
+
+/// Model size preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelPreset {
+    /// `IptConfig::tiny`: a few-layer model for tests and the CPU demo.
+    Tiny,
+    /// `IptConfig::base`: the paper's model (12+12 layers, d = 576).
+    Base,
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// `"tiny"` or `"base"`. Default `"base"`.
+    pub preset: ModelPreset,
+    /// Field overrides applied to the preset's `IptConfig`, by its field names (e.g.
+    /// `num_layers = 2`). Unknown names are errors. Default: none. The scale list and the number
+    /// of task queries always come from `[tasks]`.
+    pub overrides: toml::Table,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            preset: ModelPreset::Base,
+            overrides: toml::Table::new(),
+        }
+    }
+}
+
+/// `[tasks]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TasksSection {
+    /// Task names: `sr2`, `sr3`, `sr4`, `derain`, `denoise30`, `denoise50`. The model gets one
+    /// head/tail/query per entry, in this order; list them in the official order (as the default
+    /// does) so that head `i` is official task `i`. Default: all six.
+    pub names: Vec<Task>,
+    /// Relative sampling weight per task (same length as `names`). Default: uniform.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Vec<f64>>,
+}
+
+impl Default for TasksSection {
+    fn default() -> Self {
+        Self {
+            names: Task::ALL.to_vec(),
+            weights: None,
+        }
+    }
+}
+
+/// Kind of training data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSourceKind {
+    /// The built-in seeded procedural image generator (no files needed).
+    Embedded,
+    /// Every image under `path`, recursively (jpg/jpeg/png/bmp/webp, any case; ImageNet's
+    /// `train/<wnid>/*.JPEG` works as is). One crop per image per epoch (× `repeat`).
+    Folder,
+    /// A DIV2K-style folder of HR images (e.g. `DIV2K_train_HR`); LR is synthesised from the HR
+    /// crops. Same reader as `folder`, meant for fine-tuning with `repeat` > 1.
+    Div2k,
+    /// A RainTrainL-style folder of pairs `norain-N.png` (clean) / `rain-N.png` (rainy), for
+    /// derain fine-tuning.
+    RainPairs,
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSection {
+    /// `"embedded"`, `"folder"`, `"div2k"` or `"rain_pairs"`. Default `"embedded"`.
+    pub source: DataSourceKind,
+    /// The image folder (required for every source but `embedded`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Embedded source: number of distinct procedural training images. Default 4096.
+    pub images: usize,
+    /// Embedded source: side of each procedural image in pixels (must be ≥ the largest HR crop,
+    /// 48·4 = 192 with SR×4). Default 200.
+    pub image_size: usize,
+    /// Crops taken from each image per epoch. Default 1 (ImageNet style); use more for DIV2K.
+    pub repeat: usize,
+    /// Optional folder of RainTrainL `rainstreak-*.png` layers used for the derain task in
+    /// pre-training. Default: ipt-degrade's procedural (non-official) streaks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rain_streaks: Option<PathBuf>,
+    /// Random flips and transposes of each crop. Default: off for pre-training (as the official
+    /// code), on for fine-tuning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<bool>,
+    /// LR patch side (the model's input size). Default 48.
+    pub patch: usize,
+    /// Decoding/synthesis worker threads. Default 2.
+    pub workers: usize,
+    /// Batches prepared ahead of the training step (bounded queue). Default 4.
+    pub queue: usize,
+    /// Stop with an error when more than this fraction of the files read so far was unreadable
+    /// (checked once more than `bad_file_grace` files failed). Default 0.01.
+    pub max_bad_fraction: f64,
+    /// Number of unreadable files always tolerated before `max_bad_fraction` applies. Default 10.
+    pub bad_file_grace: usize,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            source: DataSourceKind::Embedded,
+            path: None,
+            images: 4096,
+            image_size: 200,
+            repeat: 1,
+            rain_streaks: None,
+            augment: None,
+            patch: 48,
+            workers: 2,
+            queue: 4,
+            max_bad_fraction: 0.01,
+            bad_file_grace: 10,
+        }
+    }
+}
+
+/// Gradient clipping mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClipMode {
+    /// Each gradient tensor scaled to norm ≤ `clip_norm` on its own (MindSpore `ClipByNorm`,
+    /// the official setting).
+    PerTensor,
+    /// All gradients scaled together so the global norm is ≤ `clip_norm` (PyTorch
+    /// `clip_grad_norm_`).
+    Global,
+    /// No clipping.
+    None,
+}
+
+/// `[optim]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimSection {
+    /// Batch size per process (per GPU). Default 64 (the official per-device batch).
+    pub batch_size: usize,
+    /// Initial learning rate of Adam (β = 0.9/0.999, ε = 1e-8). Default 5e-5.
+    pub lr: f64,
+    /// Epochs at which the learning rate is multiplied by `gamma`. Default `[200]`.
+    pub milestones: Vec<usize>,
+    /// Steps at which the learning rate is multiplied by `gamma` (in addition to
+    /// `milestones`). Default `[]`.
+    pub milestone_steps: Vec<usize>,
+    /// Learning-rate decay factor per milestone. Default 0.5.
+    pub gamma: f64,
+    /// Run length in epochs (ignored when `steps` is set). Default 300.
+    pub epochs: usize,
+    /// Run length in optimizer steps; overrides `epochs`. Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// `"per_tensor"` (official), `"global"` or `"none"`. Default `"per_tensor"`.
+    pub clip: ClipMode,
+    /// Clipping threshold. Default 1.0.
+    pub clip_norm: f64,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        Self {
+            batch_size: 64,
+            lr: 5e-5,
+            milestones: vec![200],
+            milestone_steps: Vec::new(),
+            gamma: 0.5,
+            epochs: 300,
+            steps: None,
+            clip: ClipMode::PerTensor,
+            clip_norm: 1.0,
+        }
+    }
+}
+
+/// Which contrastive formula (mirrors `ipt_loss::ContrastiveVariant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContrastiveKind {
+    /// The MindSpore code's SupCon loss (τ = 0.07, positives = tokens of the same image).
+    Supcon,
+    /// The paper's Eq. 5 (cosine similarity, same position in other images as negatives).
+    PaperEq5,
+}
+
+/// `[loss]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossSection {
+    /// Weight λ of the contrastive term. Default 0.1 for pre-training and 0 (off) for
+    /// fine-tuning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lambda: Option<f64>,
+    /// Temperature τ. Default 0.07.
+    pub tau: f64,
+    /// `"supcon"` (official code) or `"paper_eq5"`. Default `"supcon"`.
+    pub variant: ContrastiveKind,
+    /// Row chunk for the (256·B)² logit matrix, to bound memory. Default: unchunked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<usize>,
+}
+
+impl Default for LossSection {
+    fn default() -> Self {
+        Self {
+            lambda: None,
+            tau: 0.07,
+            variant: ContrastiveKind::Supcon,
+            chunk: None,
+        }
+    }
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointSection {
+    /// Write a checkpoint every this many steps (and always at the end). Default 1000.
+    pub every: usize,
+    /// Number of checkpoints kept; older ones are deleted. Default 3.
+    pub keep_last: usize,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        Self {
+            every: 1000,
+            keep_last: 3,
+        }
+    }
+}
+
+/// `[validation]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationSection {
+    /// Validate every this many steps (and at step 0 and at the end); 0 disables. Default 1000.
+    pub every: usize,
+    /// Number of held-out images per task. Default 4.
+    pub images: usize,
+    /// LR side of each validation image (HR = side·scale). Default 48.
+    pub size: usize,
+    /// Folder of HR validation images (centre crops are used). Default: held-out procedural
+    /// images that never appear in training.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+impl Default for ValidationSection {
+    fn default() -> Self {
+        Self {
+            every: 1000,
+            images: 4,
+            size: 48,
+            path: None,
+        }
+    }
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// Seed of everything random (init, data order, crops, degradations). Default 0.
+    pub seed: u64,
+    /// `"auto"` (CUDA when present), `"cpu"`, `"cuda"` or `"cuda:N"`. Default `"auto"`.
+    pub device: String,
+    /// bf16 autocast for the forward pass on CUDA (ignored on CPU). Default false.
+    pub bf16: bool,
+    /// libtorch intra-op threads. Default: libtorch's choice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// Write a `metrics.jsonl` row every this many steps. Default 10.
+    pub log_every: usize,
+    /// Stop (after a checkpoint) when this many consecutive steps had a NaN/Inf loss.
+    /// Default 20.
+    pub max_nonfinite_in_row: usize,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            device: "auto".to_string(),
+            bf16: false,
+            threads: None,
+            log_every: 10,
+            max_nonfinite_in_row: 20,
+        }
+    }
+}
+
+/// `[finetune]`: what turns a config into a fine-tune config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneSection {
+    /// The task to fine-tune (its head, tail and query row are kept).
+    pub task: Task,
+    /// The pre-trained checkpoint: ours (`.safetensors`) or an official `.pt`.
+    pub from: PathBuf,
+    /// Task list of the starting checkpoint, in head order. Default: the six official tasks
+    /// when it has 6 queries, or just `task` when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_tasks: Option<Vec<Task>>,
+}
+
+/// Whether the run pre-trains (all tasks, contrastive on) or fine-tunes one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `ipt pretrain`.
+    Pretrain,
+    /// `ipt finetune`.
+    Finetune,
+}
+
+impl ExperimentConfig {
+    /// Parse TOML text; `path` is only used in error messages.
+    pub fn from_toml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let cfg: Self = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let (line, column) = inner
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((0, 0));
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                key,
+                line,
+                column,
+                message: inner.message().trim().to_string(),
+            }
+        })?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Read and parse a config file; the run name defaults to the file stem.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Self::from_toml_str(&text, path)?;
+        if cfg.name.is_none() {
+            cfg.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+        }
+        Ok(cfg)
+    }
+
+    /// The resolved config as TOML (every default written out).
+    pub fn to_toml(&self) -> String {
+        // Serialising plain structs of numbers, strings, paths and tables cannot fail.
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot serialise: {e}\n"))
+    }
+
+    /// The run name (`name`, else `"run"`).
+    pub fn run_name(&self) -> &str {
+        self.name.as_deref().unwrap_or("run")
+    }
+
+    /// The contrastive weight λ for `mode`.
+    pub fn lambda(&self, mode: Mode) -> f64 {
+        self.loss.lambda.unwrap_or(match mode {
+            Mode::Pretrain => 0.1,
+            Mode::Finetune => 0.0,
+        })
+    }
+
+    /// Whether crops are flipped/transposed in `mode`.
+    pub fn augment(&self, mode: Mode) -> bool {
+        self.data.augment.unwrap_or(mode == Mode::Finetune)
+    }
+
+    /// The tasks the model is built with, in head order: `[tasks]` for pre-training, the single
+    /// fine-tune task otherwise.
+    pub fn model_tasks(&self, mode: Mode) -> Vec<Task> {
+        match (mode, &self.finetune) {
+            (Mode::Finetune, Some(ft)) => vec![ft.task],
+            _ => self.tasks.names.clone(),
+        }
+    }
+
+    /// Sampling weights aligned with [`ExperimentConfig::model_tasks`].
+    pub fn task_weights(&self, mode: Mode) -> Vec<f64> {
+        match (mode, &self.finetune, &self.tasks.weights) {
+            (Mode::Finetune, Some(_), _) => vec![1.0],
+            (_, _, Some(w)) => w.clone(),
+            _ => vec![1.0; self.tasks.names.len()],
+        }
+    }
+
+    /// Static checks that need no file system.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        if self.tasks.names.is_empty() {
+            return Err(bad("tasks.names", "at least one task is needed".into()));
+        }
+        for (i, t) in self.tasks.names.iter().enumerate() {
+            if self.tasks.names[..i].contains(t) {
+                return Err(bad(
+                    "tasks.names",
+                    format!("task `{}` listed twice", t.name()),
+                ));
+            }
+        }
+        if let Some(w) = &self.tasks.weights {
+            if w.len() != self.tasks.names.len() {
+                return Err(bad(
+                    "tasks.weights",
+                    format!("{} weights for {} tasks", w.len(), self.tasks.names.len()),
+                ));
+            }
+            if w.iter().any(|x| !x.is_finite() || *x < 0.0) || w.iter().sum::<f64>() <= 0.0 {
+                return Err(bad(
+                    "tasks.weights",
+                    "weights must be finite, non-negative and not all zero".into(),
+                ));
+            }
+        }
+        let d = &self.data;
+        if d.source != DataSourceKind::Embedded && d.path.is_none() {
+            return Err(bad(
+                "data.path",
+                format!("data source `{:?}` needs a folder", d.source).to_lowercase(),
+            ));
+        }
+        if d.patch == 0 || d.workers == 0 || d.queue == 0 || d.repeat == 0 {
+            return Err(bad(
+                "data",
+                "patch, workers, queue and repeat must be ≥ 1".into(),
+            ));
+        }
+        if d.source == DataSourceKind::Embedded {
+            let need = self
+                .tasks
+                .names
+                .iter()
+                .chain(self.finetune.as_ref().map(|f| &f.task))
+                .map(|t| t.hr_patch(d.patch))
+                .max()
+                .unwrap_or(d.patch);
+            if d.image_size < need {
+                return Err(bad(
+                    "data.image_size",
+                    format!(
+                        "{} is smaller than the largest HR crop {need}",
+                        d.image_size
+                    ),
+                ));
+            }
+            if d.images == 0 {
+                return Err(bad("data.images", "must be ≥ 1".into()));
+            }
+        }
+        if !(0.0..=1.0).contains(&d.max_bad_fraction) {
+            return Err(bad("data.max_bad_fraction", "must lie in [0, 1]".into()));
+        }
+        let o = &self.optim;
+        if o.batch_size == 0 {
+            return Err(bad("optim.batch_size", "must be ≥ 1".into()));
+        }
+        if !o.lr.is_finite() || o.lr <= 0.0 {
+            return Err(bad("optim.lr", "must be positive".into()));
+        }
+        if !o.gamma.is_finite() || o.gamma <= 0.0 {
+            return Err(bad("optim.gamma", "must be positive".into()));
+        }
+        if o.steps == Some(0) || (o.steps.is_none() && o.epochs == 0) {
+            return Err(bad(
+                "optim.steps",
+                "the run must have at least one step".into(),
+            ));
+        }
+        if o.clip_norm.is_nan() || o.clip_norm <= 0.0 {
+            return Err(bad("optim.clip_norm", "must be positive".into()));
+        }
+        if self.loss.tau.is_nan() || self.loss.tau <= 0.0 {
+            return Err(bad("loss.tau", "must be positive".into()));
+        }
+        if self.checkpoint.every == 0 || self.checkpoint.keep_last == 0 {
+            return Err(bad(
+                "checkpoint",
+                "`every` and `keep_last` must be ≥ 1".into(),
+            ));
+        }
+        if self.runtime.log_every == 0 {
+            return Err(bad("runtime.log_every", "must be ≥ 1".into()));
+        }
+        let dev = self.runtime.device.as_str();
+        let dev_ok = matches!(dev, "auto" | "cpu" | "cuda")
+            || dev
+                .strip_prefix("cuda:")
+                .is_some_and(|n| n.parse::<usize>().is_ok());
+        if !dev_ok {
+            return Err(bad(
+                "runtime.device",
+                format!("`{dev}`: expected auto, cpu, cuda or cuda:N"),
+            ));
+        }
+        if d.source == DataSourceKind::RainPairs
+            && self.finetune.as_ref().map(|f| f.task) != Some(Task::Derain)
+        {
+            return Err(bad(
+                "data.source",
+                "`rain_pairs` is only for fine-tuning the derain task".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Check that every folder/file the config names exists. Call before building the model so
+    /// a wrong path fails at once.
+    pub fn check_paths(&self, path: &Path) -> Result<(), ConfigError> {
+        let missing = |key: &str, what: &str, p: &Path| ConfigError::MissingPath {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            what: what.to_string(),
+            missing: p.to_path_buf(),
+        };
+        if let Some(p) = &self.data.path {
+            if self.data.source != DataSourceKind::Embedded && !p.is_dir() {
+                let what = match self.data.source {
+                    DataSourceKind::RainPairs => "rain-pair folder",
+                    DataSourceKind::Div2k => "DIV2K-style HR folder",
+                    _ => "training image folder",
+                };
+                return Err(missing("data.path", what, p));
+            }
+        }
+        if let Some(p) = &self.data.rain_streaks {
+            if !p.is_dir() {
+                return Err(missing("data.rain_streaks", "rain-streak folder", p));
+            }
+        }
+        if let Some(p) = &self.validation.path {
+            if !p.is_dir() {
+                return Err(missing("validation.path", "validation image folder", p));
+            }
+        }
+        if let Some(ft) = &self.finetune {
+            if !ft.from.is_file() {
+                return Err(missing("finetune.from", "pre-trained checkpoint", &ft.from));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// 1-based (line, column) of byte offset `pos` in `text`.
+fn line_col(text: &str, pos: usize) -> (usize, usize) {
+    let pos = pos.min(text.len());
+    let before = &text[..pos];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<ExperimentConfig, ConfigError> {
+        ExperimentConfig::from_toml_str(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_is_the_paper_recipe() {
+        let c = parse("").unwrap();
+        assert_eq!(c.optim.lr, 5e-5);
+        assert_eq!(c.optim.milestones, vec![200]);
+        assert_eq!(c.optim.gamma, 0.5);
+        assert_eq!(c.optim.epochs, 300);
+        assert_eq!(c.loss.tau, 0.07);
+        assert_eq!(c.lambda(Mode::Pretrain), 0.1);
+        assert_eq!(c.lambda(Mode::Finetune), 0.0);
+        assert_eq!(c.tasks.names, Task::ALL.to_vec());
+        assert_eq!(c.optim.clip, ClipMode::PerTensor);
+        assert!(!c.augment(Mode::Pretrain));
+        assert!(c.augment(Mode::Finetune));
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("[optim]\nlr = 1e-4\nbatchsize = 3\n").unwrap_err();
+        let msg = err.to_string();
+        match err {
+            ConfigError::Parse { line, key, .. } => {
+                assert_eq!(line, 3, "{msg}");
+                assert!(key.starts_with("optim"), "{msg}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+        assert!(msg.contains("batchsize"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let err = parse("\n[data]\nworkers = \"two\"\n").unwrap_err();
+        let msg = err.to_string();
+        match err {
+            ConfigError::Parse { line, key, .. } => {
+                assert_eq!(line, 3, "{msg}");
+                assert_eq!(key, "data.workers", "{msg}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+
+    #[test]
+    fn unknown_task_is_an_error() {
+        let err = parse("[tasks]\nnames = [\"sr5\"]\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { line: 2, .. }), "{err}");
+    }
+
+    #[test]
+    fn weights_must_match_tasks() {
+        let err = parse("[tasks]\nnames = [\"sr2\"]\nweights = [1.0, 2.0]\n").unwrap_err();
+        assert!(err.to_string().contains("tasks.weights"), "{err}");
+    }
+
+    #[test]
+    fn folder_source_needs_a_path_and_missing_path_fails() {
+        let err = parse("[data]\nsource = \"folder\"\n").unwrap_err();
+        assert!(err.to_string().contains("data.path"), "{err}");
+        let c = parse("[data]\nsource = \"folder\"\npath = \"/nonexistent/imagenet\"\n").unwrap();
+        let err = c.check_paths(Path::new("x.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("/nonexistent/imagenet") && msg.contains("data.path"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let c = parse(
+            "name = \"x\"\n[model]\npreset = \"tiny\"\n[model.overrides]\nnum_layers = 2\n\
+             [tasks]\nnames = [\"sr2\", \"denoise30\"]\nweights = [1.0, 3.0]\n\
+             [finetune]\ntask = \"sr2\"\nfrom = \"a.safetensors\"\n",
+        )
+        .unwrap();
+        let text = c.to_toml();
+        let back = parse(&text).unwrap();
+        assert_eq!(c, back, "{text}");
+    }
+
+    #[test]
+    fn small_embedded_images_are_rejected() {
+        let err = parse("[data]\nimage_size = 100\n").unwrap_err();
+        assert!(err.to_string().contains("192"), "{err}");
+    }
+}

@@ -1,0 +1,284 @@
+//! Which images, which task and which random numbers make batch number `k`.
+//!
+//! Everything is a pure function of the seed and the global batch index `k` (step `k` of the
+//! run), so a run can be resumed at any step and the batch sequence does not depend on how many
+//! workers prepare it:
+//!
+//! - one epoch = one pass over `len(source) · repeat` items; epoch `e` visits them in the order of
+//!   a permutation seeded by `(seed, e)`;
+//! - with data parallelism, rank `r` of `world` takes the positions `p ≡ r (mod world)` of that
+//!   order (every rank gets the same number of batches);
+//! - batch `j` of the epoch takes the next `batch_size` items of the rank's share (a partial last
+//!   batch is dropped);
+//! - the task of a batch is drawn (weighted) from an RNG seeded by `(seed, e, j)` only, so every
+//!   rank trains the same task at the same step; crops, flips and degradations use RNGs seeded by
+//!   `(seed, e, j, rank, slot)`.
+
+use ipt_degrade::Task;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::procedural::derive_seed;
+
+/// Seed domain tags, so the different uses of the seed never collide.
+const TAG_ORDER: u64 = 0x0D0E;
+const TAG_TASK: u64 = 0x7A5C;
+const TAG_SLOT: u64 = 0x5107;
+
+/// Settings of a [`Sampler`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplerConfig {
+    /// Base seed.
+    pub seed: u64,
+    /// Tasks in head order.
+    pub tasks: Vec<Task>,
+    /// Relative weight of each task (same length as `tasks`).
+    pub weights: Vec<f64>,
+    /// Images per batch (per process).
+    pub batch_size: usize,
+    /// LR patch side (HR side = patch·scale).
+    pub patch: usize,
+    /// Random flips/transposes.
+    pub augment: bool,
+    /// Items per source image per epoch.
+    pub repeat: usize,
+    /// This process's rank.
+    pub rank: usize,
+    /// Number of processes.
+    pub world_size: usize,
+}
+
+/// The recipe of one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchPlan {
+    /// Global batch index (= optimizer step it feeds).
+    pub index: u64,
+    /// Epoch of the batch.
+    pub epoch: u64,
+    /// Index of the batch inside its epoch.
+    pub index_in_epoch: u64,
+    /// Position of the task in [`SamplerConfig::tasks`] (= model head index).
+    pub task_pos: usize,
+    /// The task.
+    pub task: Task,
+    /// The epoch order: this rank's share (source image indices); the batch starts at `start`.
+    pub start: usize,
+}
+
+/// Errors of building a sampler.
+#[derive(Debug, thiserror::Error)]
+pub enum SamplerError {
+    /// Not even one batch fits in an epoch.
+    #[error("{items} training items over {world} process(es) give no full batch of {batch}")]
+    TooFewItems {
+        /// Items per epoch (images × repeat).
+        items: usize,
+        /// Batch size.
+        batch: usize,
+        /// World size.
+        world: usize,
+    },
+    /// Inconsistent settings.
+    #[error("invalid sampler settings: {0}")]
+    Invalid(String),
+}
+
+/// Deterministic, shardable batch sampler over `n_images` source images.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    cfg: SamplerConfig,
+    n_images: usize,
+    cumulative: Vec<f64>,
+}
+
+impl Sampler {
+    /// A sampler over `n_images` images.
+    pub fn new(cfg: SamplerConfig, n_images: usize) -> Result<Self, SamplerError> {
+        if cfg.tasks.is_empty() || cfg.tasks.len() != cfg.weights.len() {
+            return Err(SamplerError::Invalid(format!(
+                "{} tasks with {} weights",
+                cfg.tasks.len(),
+                cfg.weights.len()
+            )));
+        }
+        let total: f64 = cfg.weights.iter().sum();
+        if total.is_nan() || total <= 0.0 || cfg.weights.iter().any(|w| w.is_nan() || *w < 0.0) {
+            return Err(SamplerError::Invalid(
+                "task weights must be ≥ 0 and not all 0".into(),
+            ));
+        }
+        if cfg.world_size == 0
+            || cfg.rank >= cfg.world_size
+            || cfg.repeat == 0
+            || cfg.batch_size == 0
+        {
+            return Err(SamplerError::Invalid(format!(
+                "rank {} of {}, repeat {}, batch {}",
+                cfg.rank, cfg.world_size, cfg.repeat, cfg.batch_size
+            )));
+        }
+        let s = Sampler {
+            cumulative: cfg
+                .weights
+                .iter()
+                .scan(0.0, |acc, w| {
+                    *acc += w / total;
+                    Some(*acc)
+                })
+                .collect(),
+            cfg,
+            n_images,
+        };
+        if s.batches_per_epoch() == 0 {
+            return Err(SamplerError::TooFewItems {
+                items: s.items_per_epoch(),
+                batch: s.cfg.batch_size,
+                world: s.cfg.world_size,
+            });
+        }
+        Ok(s)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SamplerConfig {
+        &self.cfg
+    }
+
+    /// Items (crops) per epoch over all ranks: images × repeat.
+    pub fn items_per_epoch(&self) -> usize {
+        self.n_images * self.cfg.repeat
+    }
+
+    /// Items of this rank per epoch.
+    pub fn shard_len(&self) -> usize {
+        self.items_per_epoch() / self.cfg.world_size
+    }
+
+    /// Full batches per epoch (per rank).
+    pub fn batches_per_epoch(&self) -> usize {
+        self.shard_len() / self.cfg.batch_size
+    }
+
+    /// This rank's share of epoch `epoch`'s order, as source image indices.
+    pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
+        let n = self.items_per_epoch();
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.cfg.seed, &[TAG_ORDER, epoch]));
+        // Fisher–Yates, spelled out so the order never depends on a library's shuffle algorithm.
+        for i in (1..n).rev() {
+            let j = rng.random_range(0..=i);
+            order.swap(i, j);
+        }
+        let (rank, world, repeat) = (self.cfg.rank, self.cfg.world_size, self.cfg.repeat);
+        order
+            .into_iter()
+            .skip(rank)
+            .step_by(world)
+            .take(self.shard_len())
+            .map(|item| item / repeat)
+            .collect()
+    }
+
+    /// The plan of global batch `index`.
+    pub fn plan(&self, index: u64) -> BatchPlan {
+        let bpe = self.batches_per_epoch() as u64;
+        let (epoch, j) = (index / bpe, index % bpe);
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.cfg.seed, &[TAG_TASK, epoch, j]));
+        let u: f64 = rng.random_range(0.0..1.0);
+        let task_pos = self
+            .cumulative
+            .iter()
+            .position(|&c| u < c)
+            .unwrap_or(self.cfg.tasks.len() - 1);
+        BatchPlan {
+            index,
+            epoch,
+            index_in_epoch: j,
+            task_pos,
+            task: self.cfg.tasks[task_pos],
+            start: j as usize * self.cfg.batch_size,
+        }
+    }
+
+    /// The RNG of item slot `slot` of a batch (crop position, flips, degradation).
+    pub fn slot_rng(&self, plan: &BatchPlan, slot: u64) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(derive_seed(
+            self.cfg.seed,
+            &[
+                TAG_SLOT,
+                plan.epoch,
+                plan.index_in_epoch,
+                self.cfg.rank as u64,
+                slot,
+            ],
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(batch: usize, rank: usize, world: usize) -> SamplerConfig {
+        SamplerConfig {
+            seed: 3,
+            tasks: vec![Task::Sr2, Task::Derain, Task::Denoise50],
+            weights: vec![1.0, 1.0, 2.0],
+            batch_size: batch,
+            patch: 48,
+            augment: false,
+            repeat: 2,
+            rank,
+            world_size: world,
+        }
+    }
+
+    #[test]
+    fn epoch_is_a_permutation_and_ranks_partition_it() {
+        let n = 50;
+        let a = Sampler::new(cfg(4, 0, 2), n).unwrap();
+        let b = Sampler::new(cfg(4, 1, 2), n).unwrap();
+        assert_eq!(a.shard_len(), 50);
+        assert_eq!(a.batches_per_epoch(), 12);
+        let mut all = a.epoch_order(5);
+        all.extend(b.epoch_order(5));
+        all.sort();
+        // Every image appears exactly `repeat` = 2 times over the two ranks.
+        let expect: Vec<usize> = (0..n).flat_map(|i| [i, i]).collect();
+        assert_eq!(all, expect);
+        assert_ne!(a.epoch_order(5), a.epoch_order(6));
+        assert_eq!(a.epoch_order(5), a.epoch_order(5));
+    }
+
+    #[test]
+    fn plans_are_deterministic_and_task_frequencies_follow_weights() {
+        let s = Sampler::new(cfg(4, 0, 1), 50).unwrap();
+        let bpe = s.batches_per_epoch() as u64;
+        let p = s.plan(bpe + 3);
+        assert_eq!((p.epoch, p.index_in_epoch, p.start), (1, 3, 12));
+        assert_eq!(p, s.plan(bpe + 3));
+        let mut counts = [0usize; 3];
+        for k in 0..20_000 {
+            counts[s.plan(k).task_pos] += 1;
+        }
+        let f: Vec<f64> = counts.iter().map(|&c| c as f64 / 20_000.0).collect();
+        assert!(
+            (f[0] - 0.25).abs() < 0.02 && (f[1] - 0.25).abs() < 0.02 && (f[2] - 0.5).abs() < 0.02,
+            "{f:?}"
+        );
+        // The task does not depend on the rank; the slot RNGs do.
+        let r1 = Sampler::new(cfg(4, 1, 2), 50).unwrap();
+        let r0 = Sampler::new(cfg(4, 0, 2), 50).unwrap();
+        assert_eq!(r0.plan(7).task, r1.plan(7).task);
+        let (mut x, mut y) = (r0.slot_rng(&r0.plan(7), 0), r1.slot_rng(&r1.plan(7), 0));
+        assert_ne!(x.random::<u64>(), y.random::<u64>());
+    }
+
+    #[test]
+    fn too_few_items_is_an_error() {
+        assert!(matches!(
+            Sampler::new(cfg(200, 0, 1), 50),
+            Err(SamplerError::TooFewItems { .. })
+        ));
+    }
+}

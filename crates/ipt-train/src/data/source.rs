@@ -1,0 +1,281 @@
+//! Where training images come from.
+//!
+//! - [`ImageSource::Embedded`]: `count` procedural images (see [`ProceduralImages`]).
+//! - [`ImageSource::Files`]: every image file under a folder, recursively, sorted by path. The
+//!   extensions jpg, jpeg, png, bmp and webp are accepted in any case, so ImageNet's
+//!   `train/<wnid>/*.JPEG` and DIV2K's `DIV2K_train_HR/*.png` work as they are.
+//! - [`ImageSource::RainPairs`]: RainTrainL-style pairs: every `norain-*` file (clean) whose
+//!   rainy twin (the same name without the leading `no`) sits in the same folder.
+//!
+//! Files are decoded lazily, by the worker that needs them; a file that cannot be decoded is an
+//! [`SourceError::Unreadable`] the pipeline counts and skips.
+
+use std::path::{Path, PathBuf};
+
+use crate::data::{Image, ProceduralImages};
+
+/// Errors of listing or reading a source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The folder could not be listed.
+    #[error("cannot list {path}: {reason}")]
+    List {
+        /// The folder.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// The folder holds no usable files.
+    #[error("{path}: no {what} found")]
+    Empty {
+        /// The folder.
+        path: PathBuf,
+        /// What was looked for.
+        what: String,
+    },
+    /// One file could not be read or decoded (the pipeline skips it and counts it).
+    #[error("{path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+/// One decoded training sample.
+#[derive(Debug, Clone)]
+pub enum Sample {
+    /// A clean image; the task's degradation is synthesised from it.
+    Clean(Image),
+    /// A real degraded/clean pair of equal size (rain pairs).
+    Pair {
+        /// The degraded input (rainy).
+        lr: Image,
+        /// The clean target.
+        hr: Image,
+    },
+}
+
+impl Sample {
+    /// Height and width (of the clean image).
+    pub fn dims(&self) -> (usize, usize) {
+        let img = match self {
+            Sample::Clean(img) => img,
+            Sample::Pair { hr, .. } => hr,
+        };
+        (img.dim().1, img.dim().2)
+    }
+}
+
+/// A list of training images.
+#[derive(Debug, Clone)]
+pub enum ImageSource {
+    /// `count` procedural images.
+    Embedded {
+        /// The generator.
+        generator: ProceduralImages,
+        /// Number of distinct images (indices `0..count`).
+        count: usize,
+    },
+    /// Image files.
+    Files(Vec<PathBuf>),
+    /// `(rainy, clean)` file pairs.
+    RainPairs(Vec<(PathBuf, PathBuf)>),
+}
+
+/// Whether `path` has an accepted image extension (jpg, jpeg, png, bmp, webp; any case).
+pub fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .is_some_and(|e| matches!(e.as_str(), "jpg" | "jpeg" | "png" | "bmp" | "webp"))
+}
+
+/// Every image file under `dir`, recursively, sorted by path (symlinks followed).
+pub fn list_images_recursive(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(dir).follow_links(true) {
+        let entry = entry.map_err(|e| SourceError::List {
+            path: e.path().unwrap_or(dir).to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        if entry.file_type().is_file() && is_image_file(entry.path()) {
+            out.push(entry.into_path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl ImageSource {
+    /// `count` procedural `size`×`size` images from `seed`.
+    pub fn embedded(seed: u64, count: usize, size: usize) -> Self {
+        ImageSource::Embedded {
+            generator: ProceduralImages::new(seed, size, size),
+            count,
+        }
+    }
+
+    /// Every image under `dir` (recursive). Errors when the folder cannot be listed or is empty.
+    pub fn folder(dir: &Path) -> Result<Self, SourceError> {
+        let files = list_images_recursive(dir)?;
+        if files.is_empty() {
+            return Err(SourceError::Empty {
+                path: dir.to_path_buf(),
+                what: "image files (jpg, jpeg, png, bmp, webp)".into(),
+            });
+        }
+        Ok(ImageSource::Files(files))
+    }
+
+    /// RainTrainL-style pairs under `dir` (recursive): `norain-N.ext` with `rain-N.ext`.
+    pub fn rain_pairs(dir: &Path) -> Result<Self, SourceError> {
+        let files = list_images_recursive(dir)?;
+        let pairs: Vec<(PathBuf, PathBuf)> = files
+            .iter()
+            .filter_map(|clean| {
+                let name = clean.file_name()?.to_str()?;
+                let rainy_name = name.strip_prefix("no")?;
+                if !rainy_name.starts_with("rain") {
+                    return None;
+                }
+                let rainy = clean.with_file_name(rainy_name);
+                files
+                    .binary_search(&rainy)
+                    .ok()
+                    .map(|_| (rainy, clean.clone()))
+            })
+            .collect();
+        if pairs.is_empty() {
+            return Err(SourceError::Empty {
+                path: dir.to_path_buf(),
+                what: "rain pairs (norain-N.png with rain-N.png)".into(),
+            });
+        }
+        Ok(ImageSource::RainPairs(pairs))
+    }
+
+    /// Number of images (or pairs).
+    pub fn len(&self) -> usize {
+        match self {
+            ImageSource::Embedded { count, .. } => *count,
+            ImageSource::Files(f) => f.len(),
+            ImageSource::RainPairs(p) => p.len(),
+        }
+    }
+
+    /// Whether the source is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A human-readable name of item `i` (its path, or `embedded#i`).
+    pub fn describe(&self, i: usize) -> String {
+        match self {
+            ImageSource::Embedded { .. } => format!("embedded#{i}"),
+            ImageSource::Files(f) => f[i].display().to_string(),
+            ImageSource::RainPairs(p) => p[i].1.display().to_string(),
+        }
+    }
+
+    /// Decode item `i` (`i < len()`).
+    pub fn load(&self, i: usize) -> Result<Sample, SourceError> {
+        let read = |p: &Path| {
+            ipt_degrade::io::read_image(p).map_err(|e| SourceError::Unreadable {
+                path: p.to_path_buf(),
+                reason: e.to_string(),
+            })
+        };
+        match self {
+            ImageSource::Embedded { generator, .. } => Ok(Sample::Clean(generator.image(i as u64))),
+            ImageSource::Files(f) => read(&f[i]).map(Sample::Clean),
+            ImageSource::RainPairs(p) => {
+                let (rainy, clean) = &p[i];
+                let lr = read(rainy)?;
+                let hr = read(clean)?;
+                if lr.dim() != hr.dim() {
+                    return Err(SourceError::Unreadable {
+                        path: rainy.clone(),
+                        reason: format!(
+                            "size {:?} differs from its clean twin {} {:?}",
+                            lr.dim(),
+                            clean.display(),
+                            hr.dim()
+                        ),
+                    });
+                }
+                Ok(Sample::Pair { lr, hr })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions_any_case() {
+        for ok in ["a.JPEG", "b.jpg", "c.Png", "d.bmp", "e.WEBP", "dir/x.jpeg"] {
+            assert!(is_image_file(Path::new(ok)), "{ok}");
+        }
+        for bad in ["a.txt", "b", "c.tif", "d.jpg.bak"] {
+            assert!(!is_image_file(Path::new(bad)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn folder_is_recursive_sorted_and_rain_pairs_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("n01/inner");
+        std::fs::create_dir_all(&sub).unwrap();
+        for p in [
+            sub.join("b.JPEG"),
+            dir.path().join("a.png"),
+            dir.path().join("notes.txt"),
+            dir.path().join("norain-1.png"),
+            dir.path().join("rain-1.png"),
+            dir.path().join("norain-2.png"),
+        ] {
+            std::fs::write(&p, b"x").unwrap();
+        }
+        let ImageSource::Files(files) = ImageSource::folder(dir.path()).unwrap() else {
+            panic!()
+        };
+        let names: Vec<_> = files
+            .iter()
+            .map(|p| {
+                p.strip_prefix(dir.path())
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "a.png",
+                "n01/inner/b.JPEG",
+                "norain-1.png",
+                "norain-2.png",
+                "rain-1.png"
+            ]
+        );
+        let ImageSource::RainPairs(pairs) = ImageSource::rain_pairs(dir.path()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            pairs,
+            vec![(
+                dir.path().join("rain-1.png"),
+                dir.path().join("norain-1.png")
+            )]
+        );
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            ImageSource::folder(empty.path()),
+            Err(SourceError::Empty { .. })
+        ));
+    }
+}

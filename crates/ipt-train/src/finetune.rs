@@ -1,0 +1,151 @@
+//! Fine-tuning: start a single-task model from a multi-task pre-trained checkpoint.
+//!
+//! The fine-tuned model has the pre-trained architecture with one task (`scales = [s]`,
+//! `num_queries = 1`). Its body is copied from the checkpoint; `head.0`, `tail.0` and row 0 of
+//! `body.query_embed` are copied from the task's head `k`, tail `k` and query row `k`. Training it
+//! is equivalent to the official recipe (MindSpore keeps all six heads but only task `k`'s get
+//! gradients, and Adam leaves parameters with zero gradients and zero moments unchanged), and
+//! the exported checkpoint has the official single-task layout (`head.0`, `tail.0`,
+//! `query_embed` of shape `[1, ·]`) that `ipt restore` and the official code load.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use ipt_degrade::Task;
+use ipt_model::checkpoint::{infer_config, read_state_dict, InferOptions};
+use ipt_model::IptConfig;
+use tch::{nn, Tensor};
+
+/// Errors of preparing a fine-tune.
+#[derive(Debug, thiserror::Error)]
+pub enum FinetuneError {
+    /// The checkpoint could not be read.
+    #[error(transparent)]
+    Checkpoint(#[from] ipt_model::CheckpointError),
+    /// The checkpoint does not fit the request.
+    #[error("{path}: {message}")]
+    Mismatch {
+        /// The checkpoint.
+        path: std::path::PathBuf,
+        /// What does not fit.
+        message: String,
+    },
+}
+
+/// The pre-trained weights and what is known about them.
+#[derive(Debug)]
+pub struct Pretrained {
+    /// Tensors by official key.
+    pub tensors: HashMap<String, Tensor>,
+    /// The checkpoint's config.
+    pub config: IptConfig,
+    /// Its tasks, in head order.
+    pub tasks: Vec<Task>,
+}
+
+/// Read a pre-trained checkpoint (ours or an official `.pt`) and name its tasks: `source_tasks`
+/// when given, else the six official tasks for a 6-query model, else `[task]` for a one-task
+/// model.
+pub fn read_pretrained(
+    path: &Path,
+    task: Task,
+    source_tasks: Option<&[Task]>,
+) -> Result<Pretrained, FinetuneError> {
+    let mismatch = |message: String| FinetuneError::Mismatch {
+        path: path.to_path_buf(),
+        message,
+    };
+    let sd = read_state_dict(path)?;
+    let config = infer_config(&sd, &InferOptions::default()).map_err(&mismatch)?;
+    let tasks: Vec<Task> = match source_tasks {
+        Some(t) => t.to_vec(),
+        None if config.scales == [2, 3, 4, 1, 1, 1] => Task::ALL.to_vec(),
+        None if config.scales.len() == 1 => vec![task],
+        None => {
+            return Err(mismatch(format!(
+                "cannot tell which task each of its {} heads (scales {:?}) is; set \
+                 `finetune.source_tasks`",
+                config.scales.len(),
+                config.scales
+            )))
+        }
+    };
+    if tasks.len() != config.scales.len()
+        || tasks
+            .iter()
+            .zip(&config.scales)
+            .any(|(t, &s)| t.scale() != s)
+    {
+        return Err(mismatch(format!(
+            "tasks {:?} do not match the checkpoint's scales {:?}",
+            tasks.iter().map(|t| t.name()).collect::<Vec<_>>(),
+            config.scales
+        )));
+    }
+    if !tasks.contains(&task) {
+        return Err(mismatch(format!("has no head for task {task}")));
+    }
+    Ok(Pretrained {
+        tensors: sd.tensors.into_iter().collect(),
+        config,
+        tasks,
+    })
+}
+
+impl Pretrained {
+    /// The single-task config for `task`: this architecture with `scales = [s]`, one query.
+    pub fn single_task_config(&self, task: Task) -> IptConfig {
+        IptConfig {
+            scales: vec![task.scale()],
+            num_queries: 1,
+            ..self.config.clone()
+        }
+    }
+
+    /// Copy the body and task `task`'s head, tail and query row into a single-task model's
+    /// variables (built with [`Pretrained::single_task_config`]). Every variable must be found
+    /// with the right shape.
+    pub fn copy_task_into(
+        &self,
+        vs: &nn::VarStore,
+        task: Task,
+        path: &Path,
+    ) -> Result<(), FinetuneError> {
+        let k = self.tasks.iter().position(|&t| t == task).unwrap_or(0);
+        let mismatch = |message: String| FinetuneError::Mismatch {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        tch::no_grad(|| {
+            for (name, mut var) in vars {
+                let src_name = if let Some(rest) = name.strip_prefix("head.0.") {
+                    format!("head.{k}.{rest}")
+                } else if let Some(rest) = name.strip_prefix("tail.0.") {
+                    format!("tail.{k}.{rest}")
+                } else {
+                    name.clone()
+                };
+                let src = self
+                    .tensors
+                    .get(&src_name)
+                    .ok_or_else(|| mismatch(format!("missing key {src_name}")))?;
+                let src = if name == "body.query_embed.weight" {
+                    src.narrow(0, k as i64, 1)
+                } else {
+                    src.shallow_clone()
+                };
+                if src.size() != var.size() {
+                    return Err(mismatch(format!(
+                        "{src_name} has shape {:?}, the model needs {:?}",
+                        src.size(),
+                        var.size()
+                    )));
+                }
+                var.copy_(&src.to_kind(var.kind()).to_device(var.device()));
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,262 @@
+//! End-to-end training tests on the tiny model (CPU, a few steps each).
+
+use std::path::{Path, PathBuf};
+
+use ipt_degrade::Task;
+use ipt_train::config::{ExperimentConfig, Mode};
+use ipt_train::{train, RunOptions};
+
+/// libtorch's RNG is process-global: runs in parallel test threads would draw from it in
+/// interleaved order, so every test that trains holds this lock.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn config(text: &str) -> ExperimentConfig {
+    ExperimentConfig::from_toml_str(text, Path::new("test.toml")).unwrap()
+}
+
+fn opts(run_dir: &Path, stop_after: Option<u64>) -> RunOptions {
+    RunOptions {
+        config_path: PathBuf::from("test.toml"),
+        run_dir: run_dir.to_path_buf(),
+        mode: Mode::Pretrain,
+        stop_after,
+        verbose: false,
+    }
+}
+
+const TINY: &str = r#"
+name = "resume-test"
+[model]
+preset = "tiny"
+[tasks]
+names = ["sr2", "derain", "denoise30"]
+[data]
+images = 16
+image_size = 96
+workers = 2
+[optim]
+batch_size = 2
+steps = 6
+lr = 2e-4
+[checkpoint]
+every = 2
+keep_last = 5
+[validation]
+every = 3
+images = 1
+[runtime]
+seed = 11
+threads = 1
+log_every = 1
+"#;
+
+#[test]
+fn interrupted_and_resumed_run_repeats_the_uninterrupted_loss_sequence() {
+    let _guard = serial();
+    tch::set_num_threads(1);
+    let cfg = config(TINY);
+    let full_dir = tempfile::tempdir().unwrap();
+    let full = train(&cfg, &opts(full_dir.path(), None)).unwrap();
+    assert_eq!(full.end_step, 6);
+    let full_losses: Vec<f64> = full.losses.iter().map(|l| l.2).collect();
+    assert_eq!(full_losses.len(), 6);
+    assert!(full_losses.iter().all(|l| l.is_finite() && *l > 0.0));
+
+    // Interrupted after step 3; the checkpoint of step 3 is then lost, as if the process had
+    // been killed before writing it, so the resumed run starts again from step 2.
+    let dir = tempfile::tempdir().unwrap();
+    let first = train(&cfg, &opts(dir.path(), Some(3))).unwrap();
+    assert_eq!(first.end_step, 3);
+    let ck = dir.path().join("checkpoints");
+    for f in [
+        "step-00000003.json",
+        "step-00000003.safetensors",
+        "step-00000003.optim.safetensors",
+    ] {
+        std::fs::remove_file(ck.join(f)).unwrap();
+    }
+    let second = train(&cfg, &opts(dir.path(), None)).unwrap();
+    assert_eq!(second.start_step, 2);
+    assert_eq!(second.end_step, 6);
+    let mut resumed: Vec<(u64, Task, f64)> = first.losses[..2].to_vec();
+    resumed.extend(second.losses.iter().cloned());
+    assert_eq!(resumed.len(), 6);
+    for (a, b) in full.losses.iter().zip(&resumed) {
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.1, b.1, "task of step {}", a.0);
+        assert!(
+            (a.2 - b.2).abs() <= 1e-6 * a.2.abs().max(1.0),
+            "step {}: {} vs {}",
+            a.0,
+            a.2,
+            b.2
+        );
+    }
+    // Step 3 was run twice: before the "crash" and after resuming, with the same loss.
+    assert!((first.losses[2].2 - second.losses[0].2).abs() <= 1e-6 * first.losses[2].2);
+
+    // Outputs: metrics (no duplicated rows after the resume), plots, resolved config, weights.
+    let text = std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap();
+    let train_steps: Vec<u64> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(train_steps, vec![1, 2, 3, 4, 5, 6]);
+    for f in [
+        "loss.png",
+        "psnr.png",
+        "config.toml",
+        "checkpoints/step-00000006.safetensors",
+    ] {
+        assert!(dir.path().join(f).is_file(), "{f} missing");
+    }
+    // The final weights equal the uninterrupted run's.
+    let a = ipt_model::checkpoint::read_state_dict(
+        &full_dir
+            .path()
+            .join("checkpoints/step-00000006.safetensors"),
+    )
+    .unwrap();
+    let b = ipt_model::checkpoint::read_state_dict(
+        &dir.path().join("checkpoints/step-00000006.safetensors"),
+    )
+    .unwrap();
+    assert_eq!(a.tensors.len(), b.tensors.len());
+    for ((ka, ta), (kb, tb)) in a.tensors.iter().zip(&b.tensors) {
+        assert_eq!(ka, kb);
+        let d = (ta.to_kind(tch::Kind::Double) - tb.to_kind(tch::Kind::Double))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(d <= 1e-6, "{ka}: max diff {d}");
+    }
+}
+
+fn write_good_images(dir: &Path, n: usize) {
+    let g = ipt_train::data::ProceduralImages::new(5, 64, 72);
+    for i in 0..n {
+        ipt_degrade::io::write_png(&dir.join(format!("good{i}.png")), &g.image(i as u64)).unwrap();
+    }
+}
+
+#[test]
+fn corrupt_files_are_skipped_and_counted() {
+    let _guard = serial();
+    let data = tempfile::tempdir().unwrap();
+    write_good_images(data.path(), 6);
+    // A truncated JPEG.
+    let mut jpeg = Vec::new();
+    let img = image::RgbImage::from_fn(64, 64, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 4) as u8, 90])
+    });
+    img.write_to(
+        &mut std::io::Cursor::new(&mut jpeg),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    std::fs::write(data.path().join("truncated.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    // A text file with an image name.
+    std::fs::write(data.path().join("x.jpg"), b"this is not an image\n").unwrap();
+
+    let cfg = config(&format!(
+        r#"
+[model]
+preset = "tiny"
+[tasks]
+names = ["denoise30"]
+[data]
+source = "folder"
+path = "{}"
+[optim]
+batch_size = 2
+steps = 4
+[validation]
+every = 0
+[runtime]
+threads = 1
+"#,
+        data.path().display()
+    ));
+    let run = tempfile::tempdir().unwrap();
+    let s = train(&cfg, &opts(run.path(), None)).unwrap();
+    assert_eq!(s.end_step, 4);
+    assert_eq!(s.bad_files, 2);
+    assert!(s.losses.iter().all(|l| l.2.is_finite()));
+}
+
+#[test]
+fn too_many_bad_files_stop_the_run() {
+    let _guard = serial();
+    let data = tempfile::tempdir().unwrap();
+    write_good_images(data.path(), 2);
+    for i in 0..4 {
+        std::fs::write(data.path().join(format!("bad{i}.png")), b"nope").unwrap();
+    }
+    let cfg = config(&format!(
+        r#"
+[model]
+preset = "tiny"
+[tasks]
+names = ["denoise30"]
+[data]
+source = "folder"
+path = "{}"
+bad_file_grace = 1
+max_bad_fraction = 0.2
+workers = 1
+[optim]
+batch_size = 2
+steps = 3
+[validation]
+every = 0
+"#,
+        data.path().display()
+    ));
+    let run = tempfile::tempdir().unwrap();
+    let err = train(&cfg, &opts(run.path(), None)).unwrap_err();
+    assert!(err.to_string().contains("could not be decoded"), "{err}");
+}
+
+#[test]
+fn missing_data_folder_fails_before_building_the_model() {
+    let cfg = config("[data]\nsource = \"folder\"\npath = \"/nonexistent/imagenet/train\"\n");
+    let run = tempfile::tempdir().unwrap();
+    let t = std::time::Instant::now();
+    let err = train(&cfg, &opts(run.path(), None)).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("/nonexistent/imagenet/train") && msg.contains("data.path"),
+        "{msg}"
+    );
+    // The base model (119 M parameters) was not built.
+    assert!(t.elapsed().as_secs_f64() < 2.0);
+}
+
+#[test]
+fn every_config_in_the_repository_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            let cfg = ExperimentConfig::load(&p).unwrap_or_else(|e| panic!("{e}"));
+            let tasks = cfg.model_tasks(if cfg.finetune.is_some() {
+                Mode::Finetune
+            } else {
+                Mode::Pretrain
+            });
+            ipt_train::trainer::model_config(&cfg, &tasks, &p).unwrap();
+            n += 1;
+        }
+    }
+    assert!(
+        n >= 8,
+        "expected demo, imagenet and six fine-tune configs, found {n}"
+    );
+}
