@@ -19,6 +19,7 @@ pub mod ensemble;
 pub mod error;
 pub mod head;
 pub mod ipt;
+pub mod restore;
 pub mod tail;
 pub mod transformer;
 
