@@ -4,6 +4,7 @@
 //! and calls library functions from the `ipt-*` crates.
 
 mod doctor;
+mod restore;
 
 use clap::{Parser, Subcommand};
 
@@ -22,11 +23,15 @@ struct Cli {
 enum Command {
     /// Print the libtorch in use and whether CUDA is available.
     Doctor(doctor::Args),
+    /// Restore whole images (super-resolution, denoising, deraining) with a checkpoint.
+    Restore(restore::Args),
 }
 
 fn main() -> anyhow::Result<()> {
+    ipt_model::device::init_cuda();
     let cli = Cli::parse();
     match cli.command {
         Command::Doctor(args) => doctor::run(args),
+        Command::Restore(args) => restore::run(args),
     }
 }

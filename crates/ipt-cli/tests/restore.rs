@@ -1,0 +1,267 @@
+//! End to end: `ipt restore` on a tiny random checkpoint that the test writes itself.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ipt_degrade::io::{read_image, write_png};
+use ipt_degrade::Image;
+use ipt_model::checkpoint::{self, InferOptions};
+use ipt_model::restore::{restore_image, RestoreOptions};
+use ipt_model::{Ipt, IptConfig};
+use ndarray::Array3;
+use tch::{nn, Device};
+
+fn ipt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ipt"))
+        .args(args)
+        .output()
+        .expect("running the ipt binary")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A deterministic test picture with values on 0..255 (integers, as a PNG holds them).
+fn picture(h: usize, w: usize, seed: usize) -> Image {
+    Array3::from_shape_fn((3, h, w), |(c, y, x)| {
+        ((x * 7 + y * 13 + c * 50 + seed * 31 + (x * y) % 17) % 256) as f32
+    })
+}
+
+/// A tiny random checkpoint with the given task scales.
+fn write_checkpoint(path: &Path, scales: &[usize]) {
+    tch::manual_seed(42);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = IptConfig::tiny(scales);
+    let _model = Ipt::new(&vs.root(), &cfg).unwrap();
+    checkpoint::save(path, &vs, &cfg).unwrap();
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn restore_writes_what_the_library_computes() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("tiny_sr2.safetensors");
+    write_checkpoint(&ckpt, &[2]);
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    let a = inputs.join("a.png");
+    let b = inputs.join("b.png");
+    write_png(&a, &picture(50, 61, 1)).unwrap();
+    write_png(&b, &picture(30, 20, 2)).unwrap();
+    std::fs::write(inputs.join("readme.txt"), b"not an image").unwrap();
+    let single = dir.path().join("c.png");
+    write_png(&single, &picture(48, 48, 3)).unwrap();
+    let out = dir.path().join("out");
+
+    let o = ipt(&[
+        "restore",
+        "--weights",
+        s(&ckpt),
+        "--task",
+        "sr2",
+        "--device",
+        "cpu",
+        "--crop-batch",
+        "5",
+        s(&inputs),
+        s(&single),
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // the same computation in-process
+    let loaded = checkpoint::load(&ckpt, Device::Cpu, &InferOptions::default()).unwrap();
+    let opts = RestoreOptions {
+        crop_batch: 5,
+        ..Default::default()
+    };
+    for (src, name) in [(&a, "a.png"), (&b, "b.png"), (&single, "c.png")] {
+        let lr = read_image(src).unwrap();
+        let want = restore_image(&loaded.model, 0, &lr, Device::Cpu, &opts, |_| {}).unwrap();
+        let got = read_image(&out.join(name)).unwrap();
+        assert_eq!(got.dim(), (3, 2 * lr.dim().1, 2 * lr.dim().2), "{name}");
+        let want_q = ipt_degrade::quantize(&want);
+        assert_eq!(
+            got, want_q,
+            "{name}: written PNG differs from the library result"
+        );
+    }
+    let written: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(
+        written.len(),
+        3,
+        "only the three outputs, no temporary files: {written:?}"
+    );
+}
+
+#[test]
+fn sixteen_bit_output_keeps_value_times_257() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("tiny_dn.safetensors");
+    write_checkpoint(&ckpt, &[1]);
+    let src = dir.path().join("noisy.png");
+    write_png(&src, &picture(40, 52, 4)).unwrap();
+    let out = dir.path().join("out16");
+    let o = ipt(&[
+        "restore",
+        "--weights",
+        s(&ckpt),
+        "--device",
+        "cpu",
+        "--bit-depth",
+        "16",
+        s(&src),
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let loaded = checkpoint::load(&ckpt, Device::Cpu, &InferOptions::default()).unwrap();
+    let lr = read_image(&src).unwrap();
+    let want = restore_image(
+        &loaded.model,
+        0,
+        &lr,
+        Device::Cpu,
+        &RestoreOptions::default(),
+        |_| {},
+    )
+    .unwrap();
+    let png = image::open(out.join("noisy.png")).unwrap();
+    let png = match png {
+        image::DynamicImage::ImageRgb16(b) => b,
+        other => panic!("expected a 16-bit RGB PNG, got {:?}", other.color()),
+    };
+    let (w, h) = png.dimensions();
+    assert_eq!((h as usize, w as usize), (40, 52));
+    for y in 0..h {
+        for x in 0..w {
+            let px = png.get_pixel(x, y);
+            for c in 0..3 {
+                let v = f64::from(want[[c, y as usize, x as usize]]);
+                let expected = (v * 257.0).round().clamp(0.0, 65535.0) as u16;
+                assert_eq!(px[c], expected, "pixel ({y}, {x}) channel {c}");
+            }
+        }
+    }
+}
+
+#[test]
+fn unreadable_inputs_are_skipped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("tiny.safetensors");
+    write_checkpoint(&ckpt, &[2]);
+    let good = dir.path().join("good.png");
+    write_png(&good, &picture(20, 30, 5)).unwrap();
+    let bad = dir.path().join("broken.png");
+    std::fs::write(&bad, b"\x89PNG\r\n\x1a\n but not really").unwrap();
+    let out = dir.path().join("out");
+    let o = ipt(&[
+        "restore",
+        "--weights",
+        s(&ckpt),
+        "--device",
+        "cpu",
+        s(&bad),
+        s(&good),
+        "--out",
+        s(&out),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("broken.png"), "{}", text(&o));
+    assert!(
+        out.join("good.png").exists(),
+        "the readable input is still restored"
+    );
+    assert!(!out.join("broken.png").exists());
+}
+
+#[test]
+fn wrong_task_and_missing_cuda_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("tiny.safetensors");
+    write_checkpoint(&ckpt, &[2]);
+    let img = dir.path().join("x.png");
+    write_png(&img, &picture(10, 10, 6)).unwrap();
+    let out = dir.path().join("out");
+    let o = ipt(&[
+        "restore",
+        "--weights",
+        s(&ckpt),
+        "--task",
+        "sr3",
+        s(&img),
+        "--out",
+        s(&out),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("sr3") && err.contains("not in this checkpoint"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.join("x.png").exists());
+
+    let o = ipt(&[
+        "restore",
+        "--weights",
+        s(&ckpt),
+        "--task",
+        "bogus",
+        s(&img),
+        "--out",
+        s(&out),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unknown task"),
+        "{}",
+        text(&o)
+    );
+
+    let o = ipt(&[
+        "restore",
+        "--weights",
+        s(&dir.path().join("none.pt")),
+        s(&img),
+        "--out",
+        s(&out),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("none.pt"),
+        "{}",
+        text(&o)
+    );
+
+    if !ipt_model::device::init_cuda() {
+        let o = ipt(&[
+            "restore",
+            "--weights",
+            s(&ckpt),
+            "--device",
+            "cuda",
+            s(&img),
+            "--out",
+            s(&out),
+        ]);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("CUDA is not available"), "{}", text(&o));
+    }
+}
