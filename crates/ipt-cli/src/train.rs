@@ -1,0 +1,80 @@
+//! `ipt pretrain CONFIG` and `ipt finetune CONFIG`: run (or resume) a training run described by a
+//! TOML experiment config (see `configs/` and `docs/training.md`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ipt_train::{ExperimentConfig, Mode, RunOptions};
+
+/// Arguments of `ipt pretrain` / `ipt finetune`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The experiment config (e.g. configs/demo.toml).
+    pub config: PathBuf,
+    /// Run directory (checkpoints, metrics.jsonl, plots, resolved config).
+    /// Default: runs/<config name>/. Re-running with the same directory resumes.
+    #[arg(long, env = "IPT_RUN_DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Stop after this many completed steps (a checkpoint is written), e.g. to time-box a
+    /// session; running again resumes.
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+    /// No progress bar or log lines (metrics.jsonl is still written).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
+    let cfg = ExperimentConfig::load(&args.config)?;
+    let run_dir = args
+        .run_dir
+        .unwrap_or_else(|| PathBuf::from("runs").join(cfg.run_name()));
+    let opts = RunOptions {
+        config_path: args.config.clone(),
+        run_dir: run_dir.clone(),
+        mode,
+        stop_after: args.stop_after,
+        verbose: !args.quiet,
+    };
+    let summary = ipt_train::train(&cfg, &opts)
+        .with_context(|| format!("training run {} failed", args.config.display()))?;
+    if let (Some(first), Some(last)) = (summary.losses.first(), summary.losses.last()) {
+        println!(
+            "steps {}..{} of {}: first loss {:.4} ({}), last loss {:.4} ({}); {:.1} patches/s",
+            summary.start_step,
+            summary.end_step,
+            summary.total_steps,
+            first.2,
+            first.1,
+            last.2,
+            last.1,
+            summary.patches_per_s
+        );
+    }
+    if let (Some(first), Some(last)) = (summary.validation.first(), summary.validation.last()) {
+        for ((t, a), (_, b)) in first.1.iter().zip(&last.1) {
+            println!(
+                "PSNR-Y {t}: {a:.2} dB (step {}) -> {b:.2} dB (step {})",
+                first.0, last.0
+            );
+        }
+    }
+    if let Some(ck) = &summary.last_checkpoint {
+        println!("checkpoint: {}", ck.display());
+    }
+    if let Some(out) = &summary.exported {
+        println!("fine-tuned single-task checkpoint: {}", out.display());
+    }
+    println!("run directory: {}", run_dir.display());
+    Ok(())
+}
+
+/// `ipt pretrain`.
+pub fn run_pretrain(args: Args) -> anyhow::Result<()> {
+    run(args, Mode::Pretrain)
+}
+
+/// `ipt finetune`.
+pub fn run_finetune(args: Args) -> anyhow::Result<()> {
+    run(args, Mode::Finetune)
+}
