@@ -4,6 +4,7 @@
 use tch::nn;
 use tch::{Kind, Tensor};
 
+use crate::attention::AttentionKernel;
 use crate::common::linear;
 use crate::config::IptConfig;
 use crate::transformer::{Decoder, Encoder, LayerConfig};
@@ -120,6 +121,16 @@ impl VisionTransformer {
             d,
             dropout: cfg.dropout,
             pos_every: cfg.pos_every,
+        }
+    }
+
+    /// Selects how every attention of the encoder and decoder is computed.
+    pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
+        for l in &mut self.encoder.layers {
+            l.set_attention_kernel(kernel);
+        }
+        for l in &mut self.decoder.layers {
+            l.set_attention_kernel(kernel);
         }
     }
 

@@ -4,6 +4,7 @@
 use tch::nn;
 use tch::Tensor;
 
+use crate::attention::AttentionKernel;
 use crate::body::VisionTransformer;
 use crate::common::MeanShift;
 use crate::config::IptConfig;
@@ -61,6 +62,12 @@ impl Ipt {
     /// The configuration the network was built from.
     pub fn config(&self) -> &IptConfig {
         &self.config
+    }
+
+    /// Selects how attention is computed (default [`AttentionKernel::Auto`]: the explicit
+    /// PyTorch-identical product on CPU, libtorch's fused kernel on GPUs).
+    pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
+        self.body.set_attention_kernel(kernel);
     }
 
     /// Checks a task index and an input shape before [`forward`](Self::forward), for callers

@@ -4,7 +4,7 @@
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-use crate::attention::{InProjInit, MultiheadAttention};
+use crate::attention::{AttentionKernel, InProjInit, MultiheadAttention};
 use crate::common::linear;
 
 /// Sizes and flags shared by every layer.
@@ -145,6 +145,11 @@ impl EncoderLayer {
         )
     }
 
+    /// Selects how the attention is computed.
+    pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
+        self.self_attn.kernel = kernel;
+    }
+
     /// Every parameter, in a fixed order (used to clone layer 0 into the others).
     pub fn params(&self) -> Vec<&Tensor> {
         let mut v = attention_params(&self.self_attn);
@@ -222,6 +227,12 @@ impl DecoderLayer {
             self.dropout,
             train,
         )
+    }
+
+    /// Selects how both attentions are computed.
+    pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
+        self.self_attn.kernel = kernel;
+        self.multihead_attn.kernel = kernel;
     }
 
     /// Every parameter, in a fixed order (used to clone layer 0 into the others).
