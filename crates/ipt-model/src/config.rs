@@ -1,5 +1,6 @@
 //! `IptConfig`: every hyperparameter of the IPT network (spec §1.1), its presets and validation.
 
+use ipt_degrade::Task;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
@@ -47,6 +48,10 @@ pub struct IptConfig {
     pub rgb_range: f64,
     /// RGB mean subtracted by `sub_mean` and added back by `add_mean`, as a fraction of the range.
     pub rgb_mean: [f64; 3],
+    /// What each task index is, when known (recorded by training; official `.pt` files do
+    /// not say). Must match `scales` entry by entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<Task>>,
 }
 
 impl Default for IptConfig {
@@ -75,6 +80,7 @@ impl IptConfig {
             attn_out_bias: false,
             rgb_range: 255.0,
             rgb_mean: DIV2K_RGB_MEAN,
+            tasks: None,
         }
     }
 
@@ -122,6 +128,28 @@ impl IptConfig {
         self.scales.get(task_idx).copied()
     }
 
+    /// The official six-task layout (`scales` = 2, 3, 4, 1, 1, 1 in [`Task::ALL`] order).
+    pub fn is_official_six_task(&self) -> bool {
+        self.scales == Task::ALL.map(Task::scale)
+    }
+
+    /// The task index of `task` in this model, if it can tell: the position in
+    /// [`tasks`](Self::tasks) when recorded; the official index for the six-task layout; else
+    /// the only entry of `scales` with the task's scale (None when absent or ambiguous).
+    pub fn task_index(&self, task: Task) -> Option<usize> {
+        if let Some(tasks) = &self.tasks {
+            return tasks.iter().position(|&t| t == task);
+        }
+        if self.is_official_six_task() {
+            return Some(task.index());
+        }
+        let mut matching = (0..self.scales.len()).filter(|&i| self.scales[i] == task.scale());
+        match (matching.next(), matching.next()) {
+            (Some(i), None) => Some(i),
+            _ => None,
+        }
+    }
+
     /// Checks that the configuration describes a network that can be built.
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |msg: String| Err(ModelError::InvalidConfig(msg));
@@ -166,6 +194,15 @@ impl IptConfig {
         }
         if self.pos_every && self.no_pos {
             return bad("pos_every and no_pos cannot both be set".into());
+        }
+        if let Some(tasks) = &self.tasks {
+            let task_scales: Vec<usize> = tasks.iter().map(|t| t.scale()).collect();
+            if task_scales != self.scales {
+                return bad(format!(
+                    "tasks {tasks:?} have scales {task_scales:?}, but scales is {:?}",
+                    self.scales
+                ));
+            }
         }
         if self.rgb_range.is_nan() || self.rgb_range <= 0.0 {
             return bad(format!("rgb_range {} must be positive", self.rgb_range));
@@ -221,6 +258,28 @@ mod tests {
             .to_string()
             .contains("num_queries"));
         assert!(IptConfig::base(&[]).validate().is_err());
+    }
+
+    #[test]
+    fn task_indices() {
+        let six = IptConfig::base(&[2, 3, 4, 1, 1, 1]);
+        for t in Task::ALL {
+            assert_eq!(six.task_index(t), Some(t.index()));
+        }
+        let sr3 = IptConfig::base(&[3]);
+        assert_eq!(sr3.task_index(Task::Sr3), Some(0));
+        assert_eq!(sr3.task_index(Task::Sr2), None);
+        let two = IptConfig::base(&[1, 1]);
+        assert_eq!(two.task_index(Task::Denoise30), None, "ambiguous");
+        let mut named = IptConfig::base(&[1, 1]);
+        named.tasks = Some(vec![Task::Denoise50, Task::Derain]);
+        named.validate().unwrap();
+        assert_eq!(named.task_index(Task::Derain), Some(1));
+        assert_eq!(named.task_index(Task::Denoise30), None);
+        named.tasks = Some(vec![Task::Sr2, Task::Derain]);
+        assert!(named.validate().unwrap_err().to_string().contains("tasks"));
+        let json = serde_json::to_string(&named).unwrap();
+        assert!(json.contains(r#""tasks":["sr2","derain"]"#), "{json}");
     }
 
     #[test]
