@@ -3,6 +3,7 @@
 //! Thin by design: each subcommand parses its arguments (one module per command family)
 //! and calls library functions from the `ipt-*` crates.
 
+mod bench;
 mod checkpoint_cmds;
 mod doctor;
 mod train;
@@ -28,6 +29,8 @@ enum Command {
     Pretrain(train::Args),
     /// Fine-tune one task from a pre-trained checkpoint (TOML config with a [finetune] section).
     Finetune(train::Args),
+    #[command(flatten)]
+    Bench(bench::Command),
     /// Show a checkpoint's config, tasks and parameter count (.pt or .safetensors).
     Info(checkpoint_cmds::InfoArgs),
     /// Convert a checkpoint (e.g. an official .pt) to .safetensors with its config.
@@ -40,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         Command::Doctor(args) => doctor::run(args),
         Command::Pretrain(args) => train::run_pretrain(args),
         Command::Finetune(args) => train::run_finetune(args),
+        Command::Bench(cmd) => bench::run(cmd),
         Command::Info(args) => checkpoint_cmds::run_info(args),
         Command::Convert(args) => checkpoint_cmds::run_convert(args),
     }

@@ -1,0 +1,271 @@
+//! `ipt bench-sr`, `ipt bench-denoise`, `ipt bench-derain`: the IPT test protocols.
+//!
+//! Thin: parse arguments, build the method, call `ipt_train::bench`, print the Markdown table
+//! on stdout and write the optional CSV/JSON files. See `docs/benchmarks.md`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::ValueEnum;
+use ipt_model::device::DeviceSpec;
+use ipt_model::restore::RestoreOptions;
+use ipt_train::bench::{
+    self, ipt_method::DEFAULT_CROP_BATCH, report, seed::DEFAULT_NOISE_SEED, BenchOutcome,
+    BenchProgress, DenoiseOptions, IptMethod, Method, SrOptions, WeightsSpec,
+};
+
+/// The three benchmark subcommands (flattened into `ipt`'s command list).
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Super-resolution benchmark (Set5, Set14, B100, Urban100 at x2/x3/x4), IPT protocol.
+    #[command(name = "bench-sr")]
+    Sr(SrArgs),
+    /// Colour-denoising benchmark (CBSD68, Urban100 at sigma 30/50), IPT and SwinIR protocols.
+    #[command(name = "bench-denoise")]
+    Denoise(DenoiseArgs),
+    /// Deraining benchmark (Rain100L), IPT protocol.
+    #[command(name = "bench-derain")]
+    Derain(DerainArgs),
+}
+
+/// Options shared by the three benchmarks.
+#[derive(clap::Args)]
+pub struct CommonArgs {
+    /// Folder that holds the sets [default: $IPT_DATA, else data/benchmark].
+    #[arg(long, value_name = "DIR")]
+    data_root: Option<PathBuf>,
+    /// Evaluate at most N images per set (a quick look).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// IPT checkpoint (.pt or .safetensors); repeat it, one per task. `TASK=FILE` names the task
+    /// of a scale-1 checkpoint (sr2, sr3, sr4, derain, denoise30, denoise50).
+    #[arg(long, value_name = "[TASK=]CKPT")]
+    weights: Vec<WeightsSpec>,
+    /// Average over the x8 flips/transposes (IPT checkpoints only).
+    #[arg(long)]
+    self_ensemble: bool,
+    /// Windows per model call during whole-image inference.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CROP_BATCH)]
+    crop_batch: usize,
+    /// Device for IPT inference: auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceSpec,
+    /// Run the network under bf16 autocast (CUDA only; no effect on the CPU).
+    #[arg(long)]
+    bf16: bool,
+    /// Write the JSON summary here.
+    #[arg(long, value_name = "OUT")]
+    json: Option<PathBuf>,
+    /// Write one CSV row per image here.
+    #[arg(long, value_name = "OUT")]
+    csv: Option<PathBuf>,
+}
+
+/// Baselines of `bench-sr`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SrBaseline {
+    /// MATLAB bicubic upscaling.
+    Bicubic,
+}
+
+/// Baselines of `bench-denoise` and `bench-derain`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RestoreBaseline {
+    /// The degraded input itself.
+    Identity,
+}
+
+/// Arguments of `ipt bench-sr`.
+#[derive(clap::Args)]
+pub struct SrArgs {
+    /// A baseline instead of --weights.
+    #[arg(
+        long,
+        value_enum,
+        conflicts_with = "weights",
+        required_unless_present = "weights"
+    )]
+    model: Option<SrBaseline>,
+    /// Sets, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "Set5,Set14,B100,Urban100"
+    )]
+    sets: Vec<String>,
+    /// Scales, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "2,3,4")]
+    scales: Vec<usize>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Arguments of `ipt bench-denoise`.
+#[derive(clap::Args)]
+pub struct DenoiseArgs {
+    /// A baseline instead of --weights.
+    #[arg(
+        long,
+        value_enum,
+        conflicts_with = "weights",
+        required_unless_present = "weights"
+    )]
+    model: Option<RestoreBaseline>,
+    /// Sets, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "CBSD68,Urban100")]
+    sets: Vec<String>,
+    /// Noise levels (0-255 scale), comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "30,50")]
+    sigmas: Vec<u32>,
+    /// Base seed of the per-image noise (see docs/benchmarks.md).
+    #[arg(long, default_value_t = DEFAULT_NOISE_SEED)]
+    seed: u64,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Arguments of `ipt bench-derain`.
+#[derive(clap::Args)]
+pub struct DerainArgs {
+    /// A baseline instead of --weights.
+    #[arg(
+        long,
+        value_enum,
+        conflicts_with = "weights",
+        required_unless_present = "weights"
+    )]
+    model: Option<RestoreBaseline>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Builds the method: a baseline, or the IPT checkpoints of `--weights`.
+fn method(baseline: Option<Method>, common: &CommonArgs) -> anyhow::Result<Method> {
+    if let Some(m) = baseline {
+        if common.self_ensemble {
+            anyhow::bail!("--self-ensemble applies to IPT checkpoints (--weights) only");
+        }
+        return Ok(m);
+    }
+    let device = common.device.resolve().context("choosing the device")?;
+    eprintln!("device: {device:?}");
+    let options = RestoreOptions {
+        crop_batch: common.crop_batch,
+        self_ensemble: common.self_ensemble,
+        bf16: common.bf16,
+    };
+    let ipt = IptMethod::load(&common.weights, device, options)?;
+    Ok(Method::Ipt(Box::new(ipt)))
+}
+
+/// Prints the table and writes the requested files.
+fn emit(outcome: &BenchOutcome, common: &CommonArgs) -> anyhow::Result<()> {
+    println!("{}", report::render_markdown(outcome));
+    if let Some(path) = &common.csv {
+        report::write_csv(path, &outcome.images)?;
+        eprintln!("per-image results: {}", path.display());
+    }
+    if let Some(path) = &common.json {
+        report::write_json(path, &outcome.report())?;
+        eprintln!("summary: {}", path.display());
+    }
+    Ok(())
+}
+
+/// Runs one benchmark subcommand.
+pub fn run(cmd: Command) -> anyhow::Result<()> {
+    let progress = BenchProgress::stderr();
+    match cmd {
+        Command::Sr(args) => {
+            let root = bench::resolve_data_root(args.common.data_root.as_deref());
+            eprintln!("data root: {} (from {})", root.path.display(), root.source);
+            let mut method = method(args.model.map(|_| Method::Bicubic), &args.common)?;
+            let opts = SrOptions {
+                sets: args.sets,
+                scales: args.scales,
+                limit: args.common.limit,
+            };
+            let outcome = bench::run_sr(&root, &opts, &mut method, &progress)?;
+            emit(&outcome, &args.common)
+        }
+        Command::Denoise(args) => {
+            let root = bench::resolve_data_root(args.common.data_root.as_deref());
+            eprintln!("data root: {} (from {})", root.path.display(), root.source);
+            let mut method = method(args.model.map(|_| Method::Identity), &args.common)?;
+            let opts = DenoiseOptions {
+                sets: args.sets,
+                sigmas: args.sigmas,
+                limit: args.common.limit,
+                seed: args.seed,
+            };
+            let outcome = bench::run_denoise(&root, &opts, &mut method, &progress)?;
+            emit(&outcome, &args.common)
+        }
+        Command::Derain(args) => {
+            let root = bench::resolve_data_root(args.common.data_root.as_deref());
+            eprintln!("data root: {} (from {})", root.path.display(), root.source);
+            let mut method = method(args.model.map(|_| Method::Identity), &args.common)?;
+            let outcome = bench::run_derain(&root, args.common.limit, &mut method, &progress)?;
+            emit(&outcome, &args.common)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use ipt_train::bench::{denoise, sr};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ipt").chain(args.iter().copied())).map(|c| c.command)
+    }
+
+    #[test]
+    fn defaults_are_the_library_defaults() {
+        let Command::Sr(a) = parse(&["bench-sr", "--model", "bicubic"]).unwrap() else {
+            panic!("bench-sr");
+        };
+        assert_eq!(a.sets, sr::DEFAULT_SR_SETS);
+        assert_eq!(a.scales, sr::DEFAULT_SR_SCALES);
+        assert_eq!(a.common.crop_batch, DEFAULT_CROP_BATCH);
+        let Command::Denoise(d) = parse(&["bench-denoise", "--model", "identity"]).unwrap() else {
+            panic!("bench-denoise");
+        };
+        assert_eq!(d.sets, denoise::DEFAULT_DENOISE_SETS);
+        assert_eq!(d.sigmas, denoise::DEFAULT_SIGMAS);
+        assert_eq!(d.seed, DEFAULT_NOISE_SEED);
+    }
+
+    #[test]
+    fn model_or_weights_is_required_and_exclusive() {
+        assert!(parse(&["bench-sr"]).is_err());
+        assert!(parse(&["bench-sr", "--model", "bicubic", "--weights", "a.pt"]).is_err());
+        assert!(parse(&["bench-denoise", "--model", "bicubic"]).is_err());
+        let Command::Sr(a) = parse(&[
+            "bench-sr",
+            "--weights",
+            "IPT_sr2.pt",
+            "--weights",
+            "sr3=x.safetensors",
+            "--scales",
+            "2,3",
+            "--sets",
+            "Set5",
+        ])
+        .unwrap() else {
+            panic!("bench-sr");
+        };
+        assert_eq!(a.common.weights.len(), 2);
+        assert_eq!(a.common.weights[1].task, Some(ipt_degrade::Task::Sr3));
+        assert_eq!(a.scales, vec![2, 3]);
+        assert_eq!(a.sets, vec!["Set5".to_string()]);
+        assert!(parse(&["bench-derain", "--model", "identity", "--limit", "3"]).is_ok());
+    }
+}

@@ -1,0 +1,82 @@
+//! The typed error of the benchmark library.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while finding data, running a protocol or writing results.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// None of the requested sets exists under the data root.
+    #[error(
+        "no benchmark sets found under {root} (from {source_name}); looked for: {looked}. \
+         Pass --data-root DIR or set IPT_DATA (see docs/benchmarks.md)"
+    )]
+    NoSets {
+        /// The data root searched.
+        root: PathBuf,
+        /// Which setting supplied the root (flag, IPT_DATA, default).
+        source_name: String,
+        /// The folders that were tried, comma separated.
+        looked: String,
+    },
+    /// The Rain100L test pairs are absent or unusable.
+    #[error(
+        "Rain100L not usable at {dir}: {reason}. Expected pairs rain-NNN.png / norain-NNN.png \
+         (side by side, or in rainy/ + norain/ folders); Rain100L is not part of \
+         shared/datasets, see docs/benchmarks.md"
+    )]
+    Rain100L {
+        /// The folder that was searched.
+        dir: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Listing a directory failed.
+    #[error("cannot read directory {path}: {source}")]
+    ReadDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Reading an image failed.
+    #[error(transparent)]
+    Image(#[from] ipt_degrade::DegradeError),
+    /// An image pair has unusable sizes (e.g. HR smaller than LR·scale).
+    #[error("{path}: {reason}")]
+    Shape {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with its size.
+        reason: String,
+    },
+    /// A metric could not be computed.
+    #[error("metric for {image}: {source}")]
+    Metric {
+        /// The image (set/name).
+        image: String,
+        /// The metric error.
+        source: ipt_metrics::MetricsError,
+    },
+    /// The method cannot run this task (e.g. bicubic on denoising, or no checkpoint for it).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Loading or running the model failed.
+    #[error("model: {0}")]
+    Model(String),
+    /// Writing an output file failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The output file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Encoding JSON or CSV failed.
+    #[error("cannot encode {path}: {reason}")]
+    Encode {
+        /// The output file.
+        path: PathBuf,
+        /// The encoder's message.
+        reason: String,
+    },
+}

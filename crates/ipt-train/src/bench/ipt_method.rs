@@ -1,0 +1,333 @@
+//! IPT checkpoints as a benchmark method.
+//!
+//! `--weights` may be repeated; each job uses the first checkpoint that performs its task:
+//! - a six-task model (scales `2,3,4,1,1,1`, e.g. `IPT_pretrain.pt`) performs every task, at its
+//!   official index;
+//! - otherwise each head with scale 2, 3 or 4 performs SR at that scale, and a scale-1 head
+//!   performs the task named in the file name (`derain`, `denoise30`, `denoise50`, as in
+//!   `IPT_denoise30.pt`), or the task given explicitly as `--weights denoise30=FILE`.
+//!
+//! Inference is the official whole-image `forward_chop` (48-px windows, stride 12), optionally
+//! inside the ×8 self-ensemble, under no-grad on the chosen device.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use indicatif::ProgressBar;
+use ipt_degrade::{Image, Task};
+use ipt_model::checkpoint::{self, InferOptions};
+use ipt_model::restore::{restore_image, windows_for, RestoreOptions};
+use ipt_model::{Ipt, IptConfig};
+use tch::{nn, Device};
+
+use super::method::Job;
+use super::BenchError;
+
+/// The official number of windows per model call.
+pub const DEFAULT_CROP_BATCH: usize = 64;
+
+/// One `--weights` argument: `FILE` or `TASK=FILE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightsSpec {
+    /// The task this checkpoint is for, when stated explicitly.
+    pub task: Option<Task>,
+    /// The checkpoint file (`.pt` or `.safetensors`).
+    pub path: PathBuf,
+}
+
+impl FromStr for WeightsSpec {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some((prefix, rest)) = s.split_once('=') {
+            if let Ok(task) = prefix.parse::<Task>() {
+                return Ok(WeightsSpec {
+                    task: Some(task),
+                    path: PathBuf::from(rest),
+                });
+            }
+        }
+        Ok(WeightsSpec {
+            task: None,
+            path: PathBuf::from(s),
+        })
+    }
+}
+
+/// The task named in a checkpoint's file name (`IPT_denoise30.pt` → `denoise30`), for scale-1
+/// heads.
+pub fn task_from_file_name(path: &Path) -> Option<Task> {
+    let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+    [Task::Denoise30, Task::Denoise50, Task::Derain]
+        .into_iter()
+        .find(|t| name.contains(t.name()))
+}
+
+/// Which tasks a model with configuration `config` performs, as (task, head index); see the
+/// module docs for the rules. `explicit` is the task given as `TASK=FILE`; `path` is the file
+/// (its name is a hint for scale-1 heads).
+pub fn tasks_of(
+    config: &IptConfig,
+    explicit: Option<Task>,
+    path: &Path,
+) -> Result<Vec<(Task, usize)>, BenchError> {
+    let scales = &config.scales;
+    let file = path.display();
+    if let Some(task) = explicit {
+        return match config.task_index(task) {
+            Some(i) => Ok(vec![(task, i)]),
+            None => Err(BenchError::Unsupported(format!(
+                "{file} cannot do {task}: no head (or more than one) of scale {} among its \
+                 scales {scales:?}{}",
+                task.scale(),
+                config
+                    .tasks
+                    .as_ref()
+                    .map(|t| format!(" (recorded tasks {t:?})"))
+                    .unwrap_or_default()
+            ))),
+        };
+    }
+    if let Some(tasks) = &config.tasks {
+        return Ok(tasks.iter().enumerate().map(|(i, &t)| (t, i)).collect());
+    }
+    if config.is_official_six_task() {
+        return Ok(Task::ALL.iter().map(|t| (*t, t.index())).collect());
+    }
+    let mut tasks: Vec<(Task, usize)> = Vec::new();
+    for (i, &s) in scales.iter().enumerate() {
+        let task = match s {
+            2 => Task::Sr2,
+            3 => Task::Sr3,
+            4 => Task::Sr4,
+            1 => task_from_file_name(path).ok_or_else(|| {
+                BenchError::Unsupported(format!(
+                    "cannot tell which task head {i} (scale 1) of {file} performs: name it, \
+                     e.g. --weights denoise30={file} (or derain=, denoise50=)"
+                ))
+            })?,
+            _ => continue,
+        };
+        if tasks.iter().any(|(t, _)| *t == task) {
+            return Err(BenchError::Unsupported(format!(
+                "{file} has several heads for {task} (scales {scales:?}); name the task with TASK=FILE"
+            )));
+        }
+        tasks.push((task, i));
+    }
+    Ok(tasks)
+}
+
+/// A loaded checkpoint and the tasks it performs.
+pub struct LoadedCheckpoint {
+    /// The file.
+    pub path: PathBuf,
+    /// The network.
+    pub model: Ipt,
+    /// (task, head index) pairs.
+    pub tasks: Vec<(Task, usize)>,
+    _vs: nn::VarStore,
+}
+
+impl LoadedCheckpoint {
+    /// Wraps a network built on `vs` (which must stay alive as long as the network runs).
+    pub fn new(path: PathBuf, vs: nn::VarStore, model: Ipt, tasks: Vec<(Task, usize)>) -> Self {
+        LoadedCheckpoint {
+            path,
+            model,
+            tasks,
+            _vs: vs,
+        }
+    }
+}
+
+/// IPT inference over one or more checkpoints.
+pub struct IptMethod {
+    checkpoints: Vec<LoadedCheckpoint>,
+    device: Device,
+    options: RestoreOptions,
+}
+
+impl IptMethod {
+    /// Loads every checkpoint onto `device` (config inferred from each file, loaded strictly).
+    pub fn load(
+        specs: &[WeightsSpec],
+        device: Device,
+        options: RestoreOptions,
+    ) -> Result<IptMethod, BenchError> {
+        if specs.is_empty() {
+            return Err(BenchError::Unsupported("no --weights given".into()));
+        }
+        let mut checkpoints = Vec::new();
+        for spec in specs {
+            let loaded = checkpoint::load(&spec.path, device, &InferOptions::default())
+                .map_err(|e| BenchError::Model(e.to_string()))?;
+            let tasks = tasks_of(&loaded.config, spec.task, &spec.path)?;
+            checkpoints.push(LoadedCheckpoint::new(
+                spec.path.clone(),
+                loaded.vs,
+                loaded.model,
+                tasks,
+            ));
+        }
+        Self::from_checkpoints(checkpoints, device, options)
+    }
+
+    /// Wraps networks that are already built (e.g. in tests).
+    pub fn from_checkpoints(
+        checkpoints: Vec<LoadedCheckpoint>,
+        device: Device,
+        options: RestoreOptions,
+    ) -> Result<IptMethod, BenchError> {
+        if options.crop_batch == 0 {
+            return Err(BenchError::Unsupported(
+                "--crop-batch must be at least 1".into(),
+            ));
+        }
+        Ok(IptMethod {
+            checkpoints,
+            device,
+            options,
+        })
+    }
+
+    /// The report name: checkpoint file stems joined by `+`, with `+x8` for the self-ensemble.
+    pub fn name(&self) -> String {
+        let mut name = self
+            .checkpoints
+            .iter()
+            .map(|c| {
+                c.path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| c.path.display().to_string())
+            })
+            .collect::<Vec<_>>()
+            .join("+");
+        if self.options.self_ensemble {
+            name.push_str("+x8");
+        }
+        name
+    }
+
+    fn find(&self, task: Task) -> Option<(&LoadedCheckpoint, usize)> {
+        self.checkpoints.iter().find_map(|c| {
+            c.tasks
+                .iter()
+                .find(|(t, _)| *t == task)
+                .map(|&(_, idx)| (c, idx))
+        })
+    }
+
+    /// Errors unless some checkpoint performs `job`.
+    pub fn check(&self, job: Job) -> Result<(), BenchError> {
+        let task = job.task().ok_or_else(|| {
+            BenchError::Unsupported(format!(
+                "IPT has no task for {job:?} (SR x2/x3/x4, denoise sigma 30/50, derain)"
+            ))
+        })?;
+        match self.find(task) {
+            Some(_) => Ok(()),
+            None => {
+                let have = self
+                    .checkpoints
+                    .iter()
+                    .map(|c| {
+                        let tasks: Vec<&str> = c.tasks.iter().map(|(t, _)| t.name()).collect();
+                        format!("{} ({})", c.path.display(), tasks.join(", "))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Err(BenchError::Unsupported(format!(
+                    "no checkpoint performs {task}; loaded: {have}"
+                )))
+            }
+        }
+    }
+
+    /// Restores a whole image with the checkpoint for `job`, counting windows on `windows`.
+    pub fn restore(
+        &mut self,
+        input: &Image,
+        job: Job,
+        windows: &ProgressBar,
+    ) -> Result<Image, BenchError> {
+        self.check(job)?;
+        let task = job
+            .task()
+            .ok_or_else(|| BenchError::Unsupported(format!("{job:?}")))?;
+        let (ckpt, idx) = self
+            .find(task)
+            .ok_or_else(|| BenchError::Unsupported(format!("no checkpoint performs {task}")))?;
+        let (_, h, w) = input.dim();
+        let patch = ckpt.model.config().patch_size;
+        windows.set_length(windows_for(h, w, patch, &self.options) as u64);
+        windows.set_position(0);
+        restore_image(&ckpt.model, idx, input, self.device, &self.options, |n| {
+            windows.inc(n as u64)
+        })
+        .map_err(|e| BenchError::Model(format!("{}: {e}", ckpt.path.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_spec_parses_task_prefix() {
+        let w: WeightsSpec = "denoise30=ckpt/IPT.pt".parse().unwrap();
+        assert_eq!(w.task, Some(Task::Denoise30));
+        assert_eq!(w.path, PathBuf::from("ckpt/IPT.pt"));
+        let w: WeightsSpec = "C:=weird/IPT_sr2.pt".parse().unwrap();
+        assert_eq!(w.task, None);
+        assert_eq!(w.path, PathBuf::from("C:=weird/IPT_sr2.pt"));
+    }
+
+    #[test]
+    fn task_mapping_rules() {
+        let cfg = |scales: &[usize]| IptConfig::tiny(scales);
+        let p = Path::new("IPT_pretrain.pt");
+        let all = tasks_of(&cfg(&[2, 3, 4, 1, 1, 1]), None, p).unwrap();
+        assert_eq!(all.len(), 6);
+        assert!(all.iter().all(|(t, i)| t.index() == *i));
+        assert_eq!(
+            tasks_of(&cfg(&[2, 3, 4, 1, 1, 1]), Some(Task::Denoise50), p).unwrap(),
+            vec![(Task::Denoise50, 5)]
+        );
+        assert_eq!(
+            tasks_of(&cfg(&[3]), None, Path::new("IPT_sr3.pt")).unwrap(),
+            vec![(Task::Sr3, 0)]
+        );
+        assert_eq!(
+            tasks_of(&cfg(&[1]), None, Path::new("x/IPT_denoise30.pt")).unwrap(),
+            vec![(Task::Denoise30, 0)]
+        );
+        assert_eq!(
+            tasks_of(&cfg(&[1]), None, Path::new("IPT_derain.safetensors")).unwrap(),
+            vec![(Task::Derain, 0)]
+        );
+        assert_eq!(
+            tasks_of(&cfg(&[1]), Some(Task::Denoise50), Path::new("mine.pt")).unwrap(),
+            vec![(Task::Denoise50, 0)]
+        );
+        let msg = tasks_of(&cfg(&[1]), None, Path::new("mine.pt"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("denoise30=mine.pt"), "{msg}");
+        assert!(tasks_of(&cfg(&[2]), Some(Task::Sr4), Path::new("IPT_sr2.pt")).is_err());
+        assert_eq!(
+            tasks_of(&cfg(&[2, 4]), None, Path::new("two.pt")).unwrap(),
+            vec![(Task::Sr2, 0), (Task::Sr4, 1)]
+        );
+        assert!(tasks_of(&cfg(&[2, 2]), None, Path::new("dup.pt")).is_err());
+        // Tasks recorded in the file (by training) win over names and scales.
+        let mut named = cfg(&[1, 2]);
+        named.tasks = Some(vec![Task::Derain, Task::Sr2]);
+        assert_eq!(
+            tasks_of(&named, None, Path::new("IPT_denoise30.pt")).unwrap(),
+            vec![(Task::Derain, 0), (Task::Sr2, 1)]
+        );
+        assert!(tasks_of(&named, Some(Task::Denoise30), Path::new("x.pt")).is_err());
+    }
+}

@@ -1,0 +1,291 @@
+//! Finding benchmark sets on disk.
+//!
+//! Two layouts are accepted for a set called `<Set>` under the data root:
+//! - **EDSR**: `<Set>/HR/*.png`, optionally with the pre-computed MATLAB-bicubic inputs
+//!   `<Set>/LR_bicubic/X{s}/<name>x{s}.png` (used, per image and scale, when present);
+//! - **flat**: `<Set>/*.png` (HR images only), as in `shared/datasets`.
+//!
+//! Images are listed in file-name order. A set that is absent (or holds no image) is reported
+//! as missing and skipped; no set at all is an error that says where it looked.
+
+use std::path::{Path, PathBuf};
+
+use super::data_root::DataRoot;
+use super::BenchError;
+
+/// File extensions accepted as images (what `ipt_degrade::io::read_image` decodes).
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "bmp", "jpg", "jpeg", "tif", "tiff", "webp"];
+
+/// How a set's files are arranged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `<Set>/HR/*` with optional `<Set>/LR_bicubic/X{s}/<name>x{s}.png`.
+    Edsr,
+    /// `<Set>/*`: a flat folder of HR images.
+    Flat,
+}
+
+/// One ground-truth image of a set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchImage {
+    /// File stem, e.g. `baby`.
+    pub name: String,
+    /// Path of the HR (clean) image.
+    pub hr: PathBuf,
+}
+
+/// A set found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchSet {
+    /// The set name as requested (e.g. `B100`).
+    pub name: String,
+    /// The set folder.
+    pub dir: PathBuf,
+    /// Its layout.
+    pub layout: Layout,
+    /// Its images in file-name order.
+    pub images: Vec<BenchImage>,
+}
+
+impl BenchSet {
+    /// The pre-computed bicubic LR file for `image` at `scale`, when the set uses the EDSR
+    /// layout and the file exists.
+    pub fn lr_bicubic(&self, image: &BenchImage, scale: usize) -> Option<PathBuf> {
+        if self.layout != Layout::Edsr {
+            return None;
+        }
+        let path = self
+            .dir
+            .join("LR_bicubic")
+            .join(format!("X{scale}"))
+            .join(format!("{}x{scale}.png", image.name));
+        path.is_file().then_some(path)
+    }
+
+    /// Keeps only the first `limit` images (a quick look); `None` keeps all.
+    pub fn truncated(mut self, limit: Option<usize>) -> Self {
+        if let Some(n) = limit {
+            self.images.truncate(n);
+        }
+        self
+    }
+}
+
+/// A requested set that was not found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingSet {
+    /// The set name as requested.
+    pub name: String,
+    /// The folders that were tried.
+    pub looked: Vec<PathBuf>,
+}
+
+/// The outcome of looking for several sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// Sets found, in the requested order.
+    pub found: Vec<BenchSet>,
+    /// Sets not found.
+    pub missing: Vec<MissingSet>,
+}
+
+/// Other folder names under which a set is commonly distributed.
+fn aliases(name: &str) -> &'static [&'static str] {
+    match name.to_ascii_lowercase().as_str() {
+        "b100" | "bsd100" | "bsds100" => &["B100", "BSD100", "BSDS100"],
+        "cbsd68" => &["CBSD68", "CBSD"],
+        _ => &[],
+    }
+}
+
+/// Candidate folders for set `name` under `root`: the name itself, then its aliases.
+fn candidate_dirs(root: &Path, name: &str) -> Vec<PathBuf> {
+    let mut dirs = vec![root.join(name)];
+    for alias in aliases(name) {
+        let dir = root.join(alias);
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs
+}
+
+/// True when `path` has one of [`IMAGE_EXTENSIONS`] (case-insensitive).
+pub fn is_image_file(path: &Path) -> bool {
+    path.is_file()
+        && path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// The images directly inside `dir`, sorted by file name.
+pub fn list_images(dir: &Path) -> Result<Vec<BenchImage>, BenchError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| BenchError::ReadDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| BenchError::ReadDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = entry.path();
+        if is_image_file(&path) {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    Ok(paths
+        .into_iter()
+        .map(|hr| BenchImage {
+            name: hr
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            hr,
+        })
+        .collect())
+}
+
+/// Looks for set `name` under `root` (EDSR layout first, then flat). `Ok(None)` when no
+/// candidate folder holds images.
+pub fn find_set(root: &Path, name: &str) -> Result<Option<BenchSet>, BenchError> {
+    for dir in candidate_dirs(root, name) {
+        if !dir.is_dir() {
+            continue;
+        }
+        let hr_dir = dir.join("HR");
+        if hr_dir.is_dir() {
+            let images = list_images(&hr_dir)?;
+            if !images.is_empty() {
+                return Ok(Some(BenchSet {
+                    name: name.to_string(),
+                    dir,
+                    layout: Layout::Edsr,
+                    images,
+                }));
+            }
+        }
+        let images = list_images(&dir)?;
+        if !images.is_empty() {
+            return Ok(Some(BenchSet {
+                name: name.to_string(),
+                dir,
+                layout: Layout::Flat,
+                images,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// Looks for every set in `names`; missing ones are listed, and none found at all is
+/// [`BenchError::NoSets`].
+pub fn discover_sets(root: &DataRoot, names: &[String]) -> Result<Discovery, BenchError> {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for name in names {
+        match find_set(&root.path, name)? {
+            Some(set) => found.push(set),
+            None => missing.push(MissingSet {
+                name: name.clone(),
+                looked: candidate_dirs(&root.path, name),
+            }),
+        }
+    }
+    if found.is_empty() {
+        let looked = missing
+            .iter()
+            .flat_map(|m| m.looked.iter())
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(BenchError::NoSets {
+            root: root.path.clone(),
+            source_name: root.source.to_string(),
+            looked,
+        });
+    }
+    Ok(Discovery { found, missing })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::data_root::RootSource;
+    use super::*;
+
+    fn touch(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"not decoded here").unwrap();
+    }
+
+    fn root_at(path: &Path) -> DataRoot {
+        DataRoot {
+            path: path.to_path_buf(),
+            source: RootSource::Flag,
+        }
+    }
+
+    #[test]
+    fn finds_edsr_and_flat_layouts_and_reports_missing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        // EDSR layout with an LR file for one image at x2 only.
+        touch(&root.join("Set5/HR/b.png"));
+        touch(&root.join("Set5/HR/a.png"));
+        touch(&root.join("Set5/HR/notes.txt"));
+        touch(&root.join("Set5/LR_bicubic/X2/ax2.png"));
+        // Flat layout, found through the BSD100 alias.
+        touch(&root.join("BSD100/2.PNG"));
+        touch(&root.join("BSD100/1.png"));
+        // An empty set folder counts as missing.
+        std::fs::create_dir_all(root.join("Set14")).unwrap();
+
+        let names: Vec<String> = ["Set5", "Set14", "B100", "Urban100"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let d = discover_sets(&root_at(root), &names).unwrap();
+        assert_eq!(d.found.len(), 2);
+        let set5 = &d.found[0];
+        assert_eq!(set5.layout, Layout::Edsr);
+        let names5: Vec<_> = set5.images.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names5, ["a", "b"]);
+        assert_eq!(
+            set5.lr_bicubic(&set5.images[0], 2),
+            Some(root.join("Set5/LR_bicubic/X2/ax2.png"))
+        );
+        assert_eq!(set5.lr_bicubic(&set5.images[0], 3), None);
+        assert_eq!(set5.lr_bicubic(&set5.images[1], 2), None);
+
+        let b100 = &d.found[1];
+        assert_eq!(b100.name, "B100");
+        assert_eq!(b100.layout, Layout::Flat);
+        assert_eq!(b100.dir, root.join("BSD100"));
+        let names_b: Vec<_> = b100.images.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names_b, ["1", "2"]);
+        assert_eq!(b100.lr_bicubic(&b100.images[0], 2), None);
+
+        let missing: Vec<_> = d.missing.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(missing, ["Set14", "Urban100"]);
+        assert_eq!(d.missing[1].looked, vec![root.join("Urban100")]);
+
+        assert_eq!(d.found[0].clone().truncated(Some(1)).images.len(), 1);
+        assert_eq!(d.found[0].clone().truncated(None).images.len(), 2);
+    }
+
+    #[test]
+    fn no_sets_is_an_error_naming_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = discover_sets(&root_at(tmp.path()), &["Set5".to_string()]).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, BenchError::NoSets { .. }));
+        assert!(
+            msg.contains(&tmp.path().join("Set5").display().to_string()),
+            "{msg}"
+        );
+        assert!(msg.contains("--data-root"), "{msg}");
+    }
+}

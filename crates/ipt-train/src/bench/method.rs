@@ -1,0 +1,131 @@
+//! The methods a benchmark can evaluate: the bicubic baseline, the identity (the degraded input
+//! itself) and IPT checkpoints ([`IptMethod`](super::ipt_method::IptMethod)).
+
+use indicatif::ProgressBar;
+use ipt_degrade::resize::imresize_uint8;
+use ipt_degrade::{Image, Task};
+
+use super::ipt_method::IptMethod;
+use super::BenchError;
+
+/// What the method is asked to undo for one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    /// Upscale a bicubic-downscaled image by this factor.
+    Sr(usize),
+    /// Remove Gaussian noise of this standard deviation (0–255 scale).
+    Denoise(u32),
+    /// Remove rain streaks.
+    Derain,
+}
+
+impl Job {
+    /// The IPT task that performs this job, if there is one (SR ×2/×3/×4, σ 30/50, derain).
+    pub fn task(self) -> Option<Task> {
+        match self {
+            Job::Sr(2) => Some(Task::Sr2),
+            Job::Sr(3) => Some(Task::Sr3),
+            Job::Sr(4) => Some(Task::Sr4),
+            Job::Denoise(30) => Some(Task::Denoise30),
+            Job::Denoise(50) => Some(Task::Denoise50),
+            Job::Derain => Some(Task::Derain),
+            _ => None,
+        }
+    }
+
+    /// Output size factor.
+    pub fn scale(self) -> usize {
+        match self {
+            Job::Sr(s) => s,
+            _ => 1,
+        }
+    }
+}
+
+/// A restoration method.
+pub enum Method {
+    /// MATLAB bicubic upscaling (SR only), as MATLAB does it on a `uint8` image.
+    Bicubic,
+    /// The degraded input returned unchanged (denoising and deraining: the input's own PSNR).
+    Identity,
+    /// One or more IPT checkpoints.
+    Ipt(Box<IptMethod>),
+}
+
+impl Method {
+    /// The name used in the reports (`bicubic`, `identity`, or the checkpoint names).
+    pub fn name(&self) -> String {
+        match self {
+            Method::Bicubic => "bicubic".into(),
+            Method::Identity => "identity".into(),
+            Method::Ipt(m) => m.name(),
+        }
+    }
+
+    /// Checks, before any data is read, that the method can do `job`.
+    pub fn check(&self, job: Job) -> Result<(), BenchError> {
+        match (self, job) {
+            (Method::Bicubic, Job::Sr(_)) => Ok(()),
+            (Method::Bicubic, _) => Err(BenchError::Unsupported(
+                "--model bicubic is for super-resolution only; use --model identity".into(),
+            )),
+            (Method::Identity, Job::Sr(_)) => Err(BenchError::Unsupported(
+                "--model identity cannot upscale; use --model bicubic for super-resolution".into(),
+            )),
+            (Method::Identity, _) => Ok(()),
+            (Method::Ipt(m), job) => m.check(job),
+        }
+    }
+
+    /// Restores one degraded image; `windows` receives the window count and progress of
+    /// whole-image inference (methods without windows leave it alone). The result is not
+    /// quantized.
+    pub fn restore(
+        &mut self,
+        input: &Image,
+        job: Job,
+        windows: &ProgressBar,
+    ) -> Result<Image, BenchError> {
+        self.check(job)?;
+        match self {
+            Method::Bicubic => Ok(imresize_uint8(input, job.scale() as f64)),
+            Method::Identity => Ok(input.clone()),
+            Method::Ipt(m) => m.restore(input, job, windows),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array3;
+
+    #[test]
+    fn jobs_map_to_tasks() {
+        assert_eq!(Job::Sr(3).task(), Some(Task::Sr3));
+        assert_eq!(Job::Sr(8).task(), None);
+        assert_eq!(Job::Denoise(50).task(), Some(Task::Denoise50));
+        assert_eq!(Job::Denoise(25).task(), None);
+        assert_eq!(Job::Derain.task(), Some(Task::Derain));
+        assert_eq!(Job::Sr(4).scale(), 4);
+        assert_eq!(Job::Denoise(30).scale(), 1);
+    }
+
+    #[test]
+    fn bicubic_and_identity() {
+        let img = Array3::from_shape_fn((3, 5, 7), |(c, y, x)| (c * 40 + y * 9 + x * 3) as f32);
+        let bar = ProgressBar::hidden();
+        let up = Method::Bicubic.restore(&img, Job::Sr(2), &bar).unwrap();
+        assert_eq!(up.dim(), (3, 10, 14));
+        // uint8 semantics: integer values.
+        assert!(up
+            .iter()
+            .all(|v| v.fract() == 0.0 && (0.0..=255.0).contains(v)));
+        let same = Method::Identity
+            .restore(&img, Job::Denoise(30), &bar)
+            .unwrap();
+        assert_eq!(same, img);
+        assert!(Method::Bicubic.check(Job::Derain).is_err());
+        assert!(Method::Identity.check(Job::Sr(2)).is_err());
+    }
+}
