@@ -193,6 +193,18 @@ fn bicubic_sr_on_a_generated_flat_set() {
     .unwrap();
     assert_eq!(limited.images.len(), 2);
     assert!(limited.images.iter().all(|r| r.image == "a"));
+    let err = run_sr(
+        &root(tmp.path()),
+        &SrOptions {
+            sets: vec!["Gen".into()],
+            scales: vec![2],
+            limit: Some(0),
+        },
+        &mut Method::Bicubic,
+        &BenchProgress::hidden(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("--limit"), "{err}");
 }
 
 #[test]

@@ -21,7 +21,7 @@ use super::layout::{discover_sets, BenchSet};
 use super::method::{Job, Method};
 use super::progress::BenchProgress;
 use super::report::{BenchOutcome, BenchTask, Cell, ImageResult};
-use super::runner::{check_same_shape, run_cell};
+use super::runner::{check_limit, check_same_shape, run_cell};
 use super::seed::{noise_rng, DEFAULT_NOISE_SEED};
 use super::BenchError;
 
@@ -79,6 +79,7 @@ pub fn run_denoise(
     for &sigma in &opts.sigmas {
         method.check(Job::Denoise(sigma))?;
     }
+    check_limit(opts.limit)?;
     let discovery = discover_sets(root, &opts.sets)?;
     let sets: Vec<BenchSet> = discovery
         .found

@@ -13,7 +13,7 @@ use super::method::{Job, Method};
 use super::progress::BenchProgress;
 use super::rain_pairs::{find_rain100l, RAIN100L};
 use super::report::{BenchOutcome, BenchTask, Cell, ImageResult};
-use super::runner::{check_same_shape, run_cell};
+use super::runner::{check_limit, check_same_shape, run_cell};
 use super::BenchError;
 
 /// Runs the deraining benchmark with `method` on `<root>/Rain100L`, at most `limit` pairs.
@@ -24,6 +24,7 @@ pub fn run_derain(
     progress: &BenchProgress,
 ) -> Result<BenchOutcome, BenchError> {
     method.check(Job::Derain)?;
+    check_limit(limit)?;
     let mut pairing = find_rain100l(&root.path)?;
     for path in &pairing.unpaired_rainy {
         progress.println(&format!(

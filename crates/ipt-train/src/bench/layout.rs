@@ -98,13 +98,32 @@ fn aliases(name: &str) -> &'static [&'static str] {
     }
 }
 
-/// Candidate folders for set `name` under `root`: the name itself, then its aliases.
+/// Candidate folders for set `name` under `root`: the name itself, then its aliases, then any
+/// folder of `root` whose name equals one of those ignoring ASCII case (`set5` finds `Set5`).
 fn candidate_dirs(root: &Path, name: &str) -> Vec<PathBuf> {
-    let mut dirs = vec![root.join(name)];
-    for alias in aliases(name) {
-        let dir = root.join(alias);
+    let mut names = vec![name.to_string()];
+    names.extend(aliases(name).iter().map(|a| a.to_string()));
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut push = |dir: PathBuf| {
         if !dirs.contains(&dir) {
             dirs.push(dir);
+        }
+    };
+    for n in &names {
+        push(root.join(n));
+    }
+    if let Ok(entries) = std::fs::read_dir(root) {
+        let mut others: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|f| f.to_str())
+                    .is_some_and(|f| names.iter().any(|n| n.eq_ignore_ascii_case(f)))
+            })
+            .collect();
+        others.sort();
+        for dir in others {
+            push(dir);
         }
     }
     dirs
@@ -242,13 +261,17 @@ mod tests {
         touch(&root.join("BSD100/1.png"));
         // An empty set folder counts as missing.
         std::fs::create_dir_all(root.join("Set14")).unwrap();
+        // Found whatever the case of the folder name.
+        touch(&root.join("urban100/img_001.png"));
 
         let names: Vec<String> = ["Set5", "Set14", "B100", "Urban100"]
             .iter()
             .map(|s| s.to_string())
             .collect();
         let d = discover_sets(&root_at(root), &names).unwrap();
-        assert_eq!(d.found.len(), 2);
+        assert_eq!(d.found.len(), 3);
+        assert_eq!(d.found[2].name, "Urban100");
+        assert_eq!(d.found[2].dir, root.join("urban100"));
         let set5 = &d.found[0];
         assert_eq!(set5.layout, Layout::Edsr);
         let names5: Vec<_> = set5.images.iter().map(|i| i.name.as_str()).collect();
@@ -269,8 +292,8 @@ mod tests {
         assert_eq!(b100.lr_bicubic(&b100.images[0], 2), None);
 
         let missing: Vec<_> = d.missing.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(missing, ["Set14", "Urban100"]);
-        assert_eq!(d.missing[1].looked, vec![root.join("Urban100")]);
+        assert_eq!(missing, ["Set14"]);
+        assert_eq!(d.missing[0].looked, vec![root.join("Set14")]);
 
         assert_eq!(d.found[0].clone().truncated(Some(1)).images.len(), 1);
         assert_eq!(d.found[0].clone().truncated(None).images.len(), 2);

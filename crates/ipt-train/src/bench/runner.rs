@@ -31,6 +31,14 @@ pub fn run_cell<T>(
     Ok((SetResult::average(set, scale, sigma, &rows, seconds), rows))
 }
 
+/// Errors on `--limit 0` (it would average nothing).
+pub fn check_limit(limit: Option<usize>) -> Result<(), BenchError> {
+    if limit == Some(0) {
+        return Err(BenchError::Unsupported("--limit must be at least 1".into()));
+    }
+    Ok(())
+}
+
 /// Errors unless `out` and `target` have the same shape.
 pub fn check_same_shape(out: &Image, target: &Image, what: &str) -> Result<(), BenchError> {
     if out.dim() == target.dim() {

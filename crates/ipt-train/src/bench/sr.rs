@@ -22,7 +22,7 @@ use super::layout::{discover_sets, BenchImage, BenchSet};
 use super::method::{Job, Method};
 use super::progress::BenchProgress;
 use super::report::{BenchOutcome, BenchTask, Cell, ImageResult};
-use super::runner::{check_same_shape, run_cell};
+use super::runner::{check_limit, check_same_shape, run_cell};
 use super::BenchError;
 
 /// The sets of IPT's SR table.
@@ -108,6 +108,7 @@ pub fn run_sr(
         }
         method.check(Job::Sr(scale))?;
     }
+    check_limit(opts.limit)?;
     let discovery = discover_sets(root, &opts.sets)?;
     let sets: Vec<BenchSet> = discovery
         .found
