@@ -486,3 +486,36 @@ fn tiny_checkpoint_file_gives_the_same_numbers_as_the_network_in_memory() {
     assert!(named.check(Job::Denoise(50)).is_ok());
     assert!(named.check(Job::Denoise(30)).is_err());
 }
+
+#[test]
+fn bicubic_reproduces_the_published_set5_row() {
+    let Some(data) = ipt_degrade::data::dataset_root() else {
+        eprintln!("SKIPPED: shared datasets not found (set IPT_DATA)");
+        return;
+    };
+    if !data.join("Set5").is_dir() {
+        eprintln!("SKIPPED: {} has no Set5", data.display());
+        return;
+    }
+    let outcome = run_sr(
+        &root(&data),
+        &SrOptions {
+            sets: vec!["Set5".into()],
+            scales: vec![2, 3, 4],
+            limit: None,
+        },
+        &mut Method::Bicubic,
+        &BenchProgress::hidden(),
+    )
+    .unwrap();
+    for (cell, published) in outcome.cells.iter().zip([33.66, 30.39, 28.42]) {
+        let r = cell.result.as_ref().unwrap();
+        assert_eq!(r.images, 5);
+        assert!(
+            (r.psnr_y - published).abs() <= 0.03,
+            "Set5 x{}: {:.3} vs published {published}",
+            cell.scale,
+            r.psnr_y
+        );
+    }
+}
