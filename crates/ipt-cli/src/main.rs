@@ -6,6 +6,7 @@
 mod bench;
 mod checkpoint_cmds;
 mod doctor;
+mod restore;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Print the libtorch in use and whether CUDA is available.
     Doctor(doctor::Args),
+    /// Restore whole images (super-resolution, denoising, deraining) with a checkpoint.
+    Restore(restore::Args),
     /// Pre-train on several tasks from a TOML config (resumes from the run's last checkpoint).
     Pretrain(train::Args),
     /// Fine-tune one task from a pre-trained checkpoint (TOML config with a [finetune] section).
@@ -38,9 +41,11 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    ipt_model::device::init_cuda();
     let cli = Cli::parse();
     match cli.command {
         Command::Doctor(args) => doctor::run(args),
+        Command::Restore(args) => restore::run(args),
         Command::Pretrain(args) => train::run_pretrain(args),
         Command::Finetune(args) => train::run_finetune(args),
         Command::Bench(cmd) => bench::run(cmd),
