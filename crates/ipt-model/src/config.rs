@@ -86,7 +86,7 @@ impl IptConfig {
 
     /// A small model for CPU tests, demos and quick training runs: the same 48-px input as the
     /// paper (so data pipelines and `forward_chop` are unchanged), 8 features, 4×4 words
-    /// (d = 128, 144 tokens), 2 heads, 1 encoder + 1 decoder layer (≈0.9 M parameters with six
+    /// (d = 128, 144 tokens), 2 heads, 1 encoder + 1 decoder layer (792,098 parameters with six
     /// tasks; a batch-8 training step takes a fraction of a second on a 2-core CPU).
     pub fn tiny(scales: &[usize]) -> Self {
         Self {

@@ -60,19 +60,62 @@ fn bad_task_and_shape_are_reported() {
 }
 
 #[test]
-fn tiny_training_step_is_fast() {
+fn tiny_training_reaches_the_task_parameters_and_lowers_the_loss() {
     let cfg = IptConfig::tiny(&[2, 3, 4, 1, 1, 1]);
     let (vs, model) = build(&cfg, 3);
-    let mut opt = nn::OptimizerConfig::build(nn::Adam::default(), &vs, 1e-4).unwrap();
     let x = Tensor::rand([8, 3, 48, 48], (Kind::Float, Device::Cpu)) * 255.0;
     let t = Tensor::rand([8, 3, 96, 96], (Kind::Float, Device::Cpu)) * 255.0;
+    // Gradients reach exactly task 0's head and tail, the shared body and query row 0.
+    let loss = (model.forward(&x, 0, true) - &t).abs().mean(Kind::Float);
+    loss.backward();
+    let vars = vs.variables();
+    let grad_norm = |k: &str| {
+        let g = vars[k].grad();
+        g.defined()
+            .then(|| f64::try_from(g.abs().sum(Kind::Double)).unwrap())
+            .unwrap_or(0.0)
+    };
+    for k in [
+        "head.0.0.weight",
+        "head.0.2.body.2.bias",
+        "tail.0.0.0.weight",
+        "body.encoder.layers.0.self_attn.in_proj_weight",
+        "body.decoder.layers.0.multihead_attn.out_proj.weight",
+        "body.position_encoding.pe.weight",
+        "body.mlp_head.3.bias",
+    ] {
+        assert!(grad_norm(k) > 0.0, "no gradient for {k}");
+    }
+    for k in ["head.1.0.weight", "tail.5.1.weight", "sub_mean.bias"] {
+        assert_eq!(grad_norm(k), 0.0, "{k} must not be trained by task 0");
+    }
+    let q = vars["body.query_embed.weight"].grad();
+    let row_sums = Vec::<f64>::try_from(q.abs().sum_dim_intlist(1, false, Kind::Double)).unwrap();
+    assert!(
+        row_sums[0] > 0.0 && row_sums[1..].iter().all(|&r| r == 0.0),
+        "{row_sums:?}"
+    );
+
+    let mut opt = nn::OptimizerConfig::build(nn::Adam::default(), &vs, 1e-3).unwrap();
+    opt.zero_grad();
     let mut times = vec![];
-    for _ in 0..3 {
+    let mut losses = vec![];
+    for _ in 0..5 {
         let start = std::time::Instant::now();
         let y = model.forward(&x, 0, true);
         let loss = (y - &t).abs().mean(Kind::Float);
         opt.backward_step(&loss);
         times.push(start.elapsed().as_secs_f64());
+        losses.push(f64::try_from(loss).unwrap());
     }
-    eprintln!("tiny training step, batch 8, x2: {times:?} s");
+    let params: i64 = vars
+        .iter()
+        .filter(|(k, _)| !k.ends_with("position_ids"))
+        .map(|(_, t)| t.numel() as i64)
+        .sum();
+    assert_eq!(params, 792_098);
+    eprintln!(
+        "tiny 6-task ({params} parameters), batch 8, x2: step times {times:?} s, losses {losses:?}"
+    );
+    assert!(losses[4] < losses[0], "{losses:?}");
 }
