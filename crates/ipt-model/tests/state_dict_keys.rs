@@ -96,7 +96,10 @@ fn check(scales: &[usize]) -> Counts {
     let want = official_keys(scales, scales.len() as i64);
     let missing: Vec<_> = want.keys().filter(|k| !got.contains_key(*k)).collect();
     let extra: Vec<_> = got.keys().filter(|k| !want.contains_key(*k)).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "{scales:?}: missing {missing:?}, extra {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{scales:?}: missing {missing:?}, extra {extra:?}"
+    );
     for (k, s) in &want {
         assert_eq!(&got[k], s, "shape of {k}");
     }
@@ -106,8 +109,15 @@ fn check(scales: &[usize]) -> Counts {
         .filter(|(k, _)| !k.ends_with("position_ids"))
         .map(|(_, t)| t.numel() as i64)
         .sum();
-    let trainable = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
-    assert_eq!(vars["body.position_encoding.position_ids"].kind(), tch::Kind::Int64);
+    let trainable = vs
+        .trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum();
+    assert_eq!(
+        vars["body.position_encoding.position_ids"].kind(),
+        tch::Kind::Int64
+    );
     Counts {
         keys: got.len(),
         params,
