@@ -200,3 +200,39 @@ fn config_inference_without_overrides_uses_twelve_heads() {
     let e = checkpoint::infer_config(&sd, &InferOptions::default()).unwrap_err();
     assert!(e.contains("num_heads 12"), "{e}");
 }
+
+#[test]
+fn malformed_shapes_are_errors_not_panics() {
+    let base = || checkpoint::read_state_dict(&fixture("six_task.pt")).unwrap();
+    let with = |key: &str, t: Tensor| {
+        let mut sd = base();
+        for (k, v) in &mut sd.tensors {
+            if k == key {
+                *v = t.shallow_clone();
+            }
+        }
+        checkpoint::infer_config(&sd, &heads(2))
+    };
+    let f = (Kind::Float, Device::Cpu);
+    let e = with(
+        "body.encoder.layers.0.linear1.weight",
+        Tensor::zeros([64], f),
+    )
+    .unwrap_err();
+    assert!(e.contains("linear1.weight"), "{e}");
+    let e = with("head.0.0.weight", Tensor::zeros([0, 3, 3, 3], f)).unwrap_err();
+    assert!(e.contains("head.0.0.weight"), "{e}");
+    let e = with("tail.0.0.0.weight", Tensor::zeros([3], f)).unwrap_err();
+    assert!(e.contains("tail.0.0.0.weight"), "{e}");
+    let e = with("body.query_embed.weight", Tensor::zeros([6, 0], f)).unwrap_err();
+    assert!(e.contains("query_embed"), "{e}");
+    let e = with("tail.1.0.0.weight", Tensor::zeros([20, 4, 3, 3], f)).unwrap_err();
+    assert!(e.contains("tail.1") && e.contains("match no scale"), "{e}");
+    // An unknown extra layer index (gap) is refused too.
+    let mut sd = base();
+    sd.tensors
+        .retain(|(k, _)| !k.starts_with("body.encoder.layers.0."));
+    let e = checkpoint::infer_config(&sd, &heads(2)).unwrap_err();
+    assert!(e.contains("encoder layers"), "{e}");
+    assert!(checkpoint::infer_config(&base(), &heads(2)).is_ok());
+}

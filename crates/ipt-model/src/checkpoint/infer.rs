@@ -44,6 +44,14 @@ fn from_shapes(sd: &StateDict, opts: &InferOptions) -> Result<IptConfig, String>
     let require = |k: &str| {
         shape(k).ok_or_else(|| format!("cannot infer the model config: key {k} is missing"))
     };
+    // A matrix-like key: present, at least 2-D, no zero sizes.
+    let matrix = |k: &str| -> Result<Option<Vec<i64>>, String> {
+        match shape(k) {
+            Some(s) if s.len() >= 2 && s.iter().all(|&x| x > 0) => Ok(Some(s)),
+            Some(s) => Err(format!("{k} has shape {s:?}, expected a non-empty matrix")),
+            None => Ok(None),
+        }
+    };
     let indices = |prefix: &str| -> BTreeSet<usize> {
         shapes
             .keys()
@@ -52,7 +60,7 @@ fn from_shapes(sd: &StateDict, opts: &InferOptions) -> Result<IptConfig, String>
     };
 
     let head0 = require("head.0.0.weight")?;
-    if head0.len() != 4 || head0[1] != 3 {
+    if head0.len() != 4 || head0[1] != 3 || head0[0] <= 0 {
         return Err(format!(
             "head.0.0.weight has shape {head0:?}, expected [C, 3, 3, 3]"
         ));
@@ -72,7 +80,12 @@ fn from_shapes(sd: &StateDict, opts: &InferOptions) -> Result<IptConfig, String>
         let ups: Vec<usize> = indices(&format!("tail.{i}.0.")).into_iter().collect();
         let outs: Vec<i64> = ups
             .iter()
-            .map(|j| require(&format!("tail.{i}.0.{j}.weight")).map(|s| s[0]))
+            .map(|j| {
+                let k = format!("tail.{i}.0.{j}.weight");
+                matrix(&k)?
+                    .map(|s| s[0])
+                    .ok_or_else(|| format!("{k} is missing"))
+            })
             .collect::<Result<_, _>>()?;
         let scale = match outs.as_slice() {
             [] => 1,
@@ -101,8 +114,8 @@ fn from_shapes(sd: &StateDict, opts: &InferOptions) -> Result<IptConfig, String>
         ));
     }
     let d = match (
-        shape("body.encoder.layers.0.linear1.weight"),
-        shape("body.position_encoding.pe.weight"),
+        matrix("body.encoder.layers.0.linear1.weight")?,
+        matrix("body.position_encoding.pe.weight")?,
     ) {
         (Some(s), _) => s[1],
         (None, Some(s)) => s[1],
@@ -117,8 +130,8 @@ fn from_shapes(sd: &StateDict, opts: &InferOptions) -> Result<IptConfig, String>
     if pd * pd * nf != d {
         return Err(format!("embedding dim {d} is not n_feats {nf} × a square"));
     }
-    let query = shape("body.query_embed.weight");
-    let pe = shape("body.position_encoding.pe.weight");
+    let query = matrix("body.query_embed.weight")?;
+    let pe = matrix("body.position_encoding.pe.weight")?;
     let seq = match (&pe, &query) {
         (Some(p), _) => Some(p[0]),
         (None, Some(q)) => Some(q[1] / d),

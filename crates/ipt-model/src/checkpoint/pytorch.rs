@@ -48,7 +48,8 @@ pub fn read_pt(path: &Path) -> Result<StateDict, CheckpointError> {
             Err(zip::result::ZipError::FileNotFound) => return Ok(None),
             Err(e) => return Err(fmt(format!("zip entry {name}: {e}"))),
         };
-        let mut buf = Vec::with_capacity(f.size() as usize);
+        // The size is read from the file: do not trust it for a large allocation.
+        let mut buf = Vec::with_capacity((f.size() as usize).min(1 << 28));
         f.read_to_end(&mut buf)
             .map_err(|e| fmt(format!("zip entry {name}: {e}")))?;
         Ok(Some(buf))
