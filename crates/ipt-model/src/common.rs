@@ -56,9 +56,9 @@ pub fn linear_no_norm_init(fan_in: i64) -> nn::Init {
 /// Its `weight` and `bias` are non-trainable variables that are part of the state dict.
 #[derive(Debug)]
 pub struct MeanShift {
-    /// [3, 3, 1, 1] identity.
+    /// Shape \[3, 3, 1, 1\], the identity.
     pub weight: Tensor,
-    /// [3].
+    /// Shape \[3\].
     pub bias: Tensor,
 }
 
