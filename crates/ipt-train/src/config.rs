@@ -305,7 +305,8 @@ pub struct LossSection {
     pub tau: f64,
     /// `"supcon"` (official code) or `"paper_eq5"`. Default `"supcon"`.
     pub variant: ContrastiveKind,
-    /// Row chunk for the (256·B)² logit matrix, to bound memory. Default: unchunked.
+    /// Row chunk for the (256·B)² logit matrix, to bound memory. Default: ipt-loss's default
+    /// (`PretrainLoss::default().chunk`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chunk: Option<usize>,
 }

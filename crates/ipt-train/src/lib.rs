@@ -4,7 +4,6 @@
 //! - [`data`]: image sources (embedded procedural images, folders, rain pairs), the deterministic
 //!   sampler and the worker pipeline.
 
-pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -181,7 +181,8 @@ fn ensure_font() -> bool {
     })
 }
 
-const COLORS: [RGBColor; 6] = [
+const COLORS: [RGBColor; 7] = [
+    RGBColor(20, 20, 20),
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -281,6 +282,7 @@ fn draw_chart(
                 if text {
                     chart
                         .configure_series_labels()
+                        .position(SeriesLabelPosition::UpperRight)
                         .background_style(WHITE.mix(0.85))
                         .border_style(BLACK)
                         .draw()

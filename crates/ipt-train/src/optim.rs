@@ -93,27 +93,40 @@ impl Adam {
     }
 
     /// One Adam step with learning rate `lr`; `grads[i]` belongs to `params()[i]` and undefined
-    /// gradients are skipped.
-    pub fn step(&mut self, grads: &[Tensor], lr: f64) {
+    /// gradients are skipped. The gradients are used as scratch space (overwritten), so the
+    /// step allocates nothing.
+    pub fn step(&mut self, grads: &mut [Tensor], lr: f64) {
         let (b1, b2, eps) = (self.beta1, self.beta2, self.eps);
         tch::no_grad(|| {
-            for (i, g) in grads.iter().enumerate().take(self.params.len()) {
+            for (i, g) in grads.iter_mut().enumerate().take(self.params.len()) {
                 if !g.defined() {
                     continue;
                 }
                 self.steps[i] += 1;
                 let t = self.steps[i] as i32;
-                let g = g.to_kind(self.m[i].kind());
-                let _ = self.m[i].g_mul_scalar_(b1);
-                let _ = self.m[i].g_add_(&(&g * (1.0 - b1)));
-                let _ = self.v[i].g_mul_scalar_(b2);
-                let _ = self.v[i].addcmul_(&g, &(&g * (1.0 - b2)));
+                if g.kind() != self.m[i].kind() {
+                    *g = g.to_kind(self.m[i].kind());
+                }
                 let bc1 = 1.0 - b1.powi(t);
                 let bc2 = 1.0 - b2.powi(t);
-                let denom = self.v[i].sqrt() / bc2.sqrt() + eps;
-                let update = &self.m[i] / denom * (lr / bc1);
+                // m ← m + (1 − β₁)(g − m) = β₁·m + (1 − β₁)·g   (torch.optim.Adam uses lerp_ too)
+                let _ = self.m[i].lerp_(g, 1.0 - b1);
+                // v ← β₂·v + (1 − β₂)·g²
+                let _ = g.square_();
+                let _ = self.v[i].lerp_(g, 1.0 - b2);
+                // g ← lr/bc1 · m / (√v/√bc2 + ε)
+                let _ = self.v[i].sqrt_out(g);
+                let _ = g.g_div_scalar_(bc2.sqrt());
+                let _ = g.g_add_scalar_(eps);
+                let _ = g.reciprocal_();
+                let _ = g.g_mul_(&self.m[i]);
+                let _ = g.g_mul_scalar_(lr / bc1);
                 let kind = self.params[i].kind();
-                let _ = self.params[i].g_sub_(&update.to_kind(kind));
+                if kind == g.kind() {
+                    let _ = self.params[i].g_sub_(g);
+                } else {
+                    let _ = self.params[i].g_sub_(&g.to_kind(kind));
+                }
             }
         });
     }
@@ -300,7 +313,7 @@ mod tests {
         ];
         for (k, g) in grads.iter().enumerate() {
             let lr = if k < 2 { 1e-2 } else { 5e-3 };
-            opt.step(&[t(g)], lr);
+            opt.step(&mut [t(g)], lr);
             adam_f64(&mut pr, &mut m, &mut v, g, k as i32 + 1, lr);
             let got: Vec<f64> = Vec::<f64>::try_from(p.to_kind(Kind::Double)).unwrap();
             for i in 0..4 {
@@ -325,12 +338,12 @@ mod tests {
         let target = t(&[1.0, -2.0, 0.5]);
         for _ in 0..400 {
             let loss = (&w - &target).square().sum(Kind::Float);
-            let grads = opt.gradients(&loss);
+            let mut grads = opt.gradients(&loss);
             assert!(
                 !grads[0].defined(),
                 "unused parameter sorted first ('u' < 'w') has no gradient"
             );
-            opt.step(&grads, 0.05);
+            opt.step(&mut grads, 0.05);
         }
         assert!((&w - &target).abs().max().double_value(&[]) < 1e-2);
         assert_eq!(
@@ -359,8 +372,8 @@ mod tests {
                     w_cur = w2;
                 }
                 let loss = (&w_cur * &w_cur * (k as f64 + 1.0)).sum(Kind::Float);
-                let g = opt.gradients(&loss);
-                opt.step(&g, 0.01);
+                let mut g = opt.gradients(&loss);
+                opt.step(&mut g, 0.01);
             }
             Vec::<f64>::try_from(w_cur.to_kind(Kind::Double)).unwrap()
         };

@@ -429,7 +429,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
             ContrastiveKind::Supcon => ContrastiveVariant::SupCon,
             ContrastiveKind::PaperEq5 => ContrastiveVariant::PaperEq5,
         },
-        chunk: cfg.loss.chunk,
+        chunk: cfg.loss.chunk.or(PretrainLoss::default().chunk),
     };
     let clip = match cfg.optim.clip {
         ClipMode::PerTensor => Clip::PerTensor(cfg.optim.clip_norm),
@@ -595,7 +595,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
         let mut grads = adam.gradients(&parts.total);
         average_gradients(&mut grads, &dist)?;
         let _ = clip_gradients(&mut grads, clip);
-        adam.step(&grads, lr);
+        adam.step(&mut grads, lr);
 
         summary.losses.push((state.step, b.plan.task, total));
         window.push(b.plan.task, total, parts.l1, parts.contrastive);
