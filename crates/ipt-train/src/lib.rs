@@ -4,6 +4,7 @@
 //! - [`data`]: image sources (embedded procedural images, folders, rain pairs), the deterministic
 //!   sampler and the worker pipeline.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
