@@ -368,6 +368,12 @@ pub fn cache_dir(home: &Path, variant: Variant) -> PathBuf {
     home.join("libtorch").join(variant.dir_name())
 }
 
+/// Where an install of `variant` is written before it is stamped and renamed into place.
+pub fn partial_dir(home: &Path, variant: Variant) -> PathBuf {
+    home.join("libtorch")
+        .join(format!("{}.partial", variant.dir_name()))
+}
+
 /// A finished cache install of `variant`, if its stamp is present and right.
 pub fn cached(home: &Path, variant: Variant) -> Option<Libtorch> {
     let dir = cache_dir(home, variant);
@@ -400,7 +406,7 @@ pub fn install(
     python: &Path,
 ) -> Result<Libtorch, SetupError> {
     let final_dir = cache_dir(home, variant);
-    let partial = final_dir.with_extension("partial");
+    let partial = partial_dir(home, variant);
     for stale in [&partial, &final_dir] {
         if stale.exists() {
             std::fs::remove_dir_all(stale).map_err(io_err(stale))?;
@@ -636,11 +642,15 @@ mod tests {
         fn pip_install(&self, _python: &Path, args: &[String]) -> Result<(), String> {
             self.pip_calls.borrow_mut().push(args.to_vec());
             if self.pip_result.is_ok() && self.create_lib {
-                let target = &args[args.iter().position(|a| a == "--target").unwrap() + 1];
-                fake_libtorch(&Path::new(target).join("torch"));
+                fake_libtorch(&pip_target(args).join("torch"));
             }
             self.pip_result.clone()
         }
+    }
+
+    fn pip_target(args: &[String]) -> PathBuf {
+        let i = args.iter().position(|a| a == "--target").unwrap();
+        PathBuf::from(&args[i + 1])
     }
 
     fn fake_libtorch(dir: &Path) {
@@ -773,7 +783,11 @@ mod tests {
             std::fs::read_to_string(dir.join(STAMP_FILE)).unwrap(),
             Variant::Cpu.stamp()
         );
-        assert!(!dir.with_extension("partial").exists());
+        assert!(!partial_dir(tmp.path(), Variant::Cpu).exists());
+        assert!(
+            pip_target(&host.pip_calls.borrow()[0]).ends_with("libtorch/2.11.0-cpu.partial"),
+            "installs go to a partial folder named after the variant"
+        );
 
         let second = resolve(&inputs(tmp.path()), &host, &mut vec![]).unwrap();
         assert_eq!(second.source, Source::Cache(Variant::Cpu));
@@ -791,7 +805,7 @@ mod tests {
         let dir = cache_dir(tmp.path(), Variant::Cpu);
         // an interrupted earlier run: library present but no stamp, plus a leftover partial folder
         fake_libtorch(&dir.join("torch"));
-        fake_libtorch(&dir.with_extension("partial").join("torch"));
+        fake_libtorch(&partial_dir(tmp.path(), Variant::Cpu).join("torch"));
         assert!(cached(tmp.path(), Variant::Cpu).is_none());
         let host = FakeHost::new(PythonProbe::NoTorch);
         let got = resolve(&inputs(tmp.path()), &host, &mut vec![]).unwrap();
