@@ -87,6 +87,9 @@ pub enum TrainError {
     /// A libtorch operation failed.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    /// Validation images could not be tiled.
+    #[error("validation: {0}")]
+    Chop(#[from] ipt_model::chop::ChopError),
     /// The device is unavailable.
     #[error(transparent)]
     Device(#[from] ipt_model::device::DeviceError),
@@ -496,7 +499,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
 
     let validate = |step: u64, summary: &mut RunSummary| -> Result<(), TrainError> {
         if let Some(vset) = &val_set {
-            let res = vset.evaluate(&model, device);
+            let res = vset.evaluate(&model, device)?;
             let row = MetricsRow::Validation {
                 step,
                 psnr_y: res

@@ -12,7 +12,7 @@ use ipt_model::Ipt;
 use ndarray::s;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::data::procedural::derive_seed;
 use crate::data::source::{list_images_recursive, SourceError};
@@ -133,8 +133,13 @@ impl ValidationSet {
         ))
     }
 
-    /// Mean PSNR-Y of the model on every task, in head order.
-    pub fn evaluate(&self, model: &Ipt, device: Device) -> Vec<(Task, f64)> {
+    /// Mean PSNR-Y of the model on every task, in head order. Errors only when an image is
+    /// smaller than the model's patch (it cannot be tiled).
+    pub fn evaluate(
+        &self,
+        model: &Ipt,
+        device: Device,
+    ) -> Result<Vec<(Task, f64)>, ipt_model::chop::ChopError> {
         let patch = model.config().patch_size as i64;
         tch::no_grad(|| {
             self.tasks
@@ -145,7 +150,7 @@ impl ValidationSet {
                     let sr = if size[2] == patch && size[3] == patch {
                         model.forward(&lr, set.task_pos, false)
                     } else {
-                        let outs: Vec<Tensor> = (0..size[0])
+                        let outs = (0..size[0])
                             .map(|i| {
                                 ipt_model::chop::forward_chop(
                                     &lr.narrow(0, i, 1),
@@ -154,9 +159,8 @@ impl ValidationSet {
                                     64,
                                     |b| model.forward(b, set.task_pos, false),
                                 )
-                                .unwrap_or_else(|_| Tensor::zeros([1], (Kind::Float, device)))
                             })
-                            .collect();
+                            .collect::<Result<Vec<Tensor>, _>>()?;
                         Tensor::cat(&outs, 0)
                     };
                     let sr = sr.clamp(0.0, 255.0).round().to_device(Device::Cpu);
@@ -171,7 +175,7 @@ impl ValidationSet {
                             .unwrap_or(f64::NAN);
                         sum += p.min(100.0);
                     }
-                    (set.task, sum / set.hr.len().max(1) as f64)
+                    Ok((set.task, sum / set.hr.len().max(1) as f64))
                 })
                 .collect()
         })

@@ -260,3 +260,26 @@ fn every_config_in_the_repository_parses() {
         "expected demo, imagenet and six fine-tune configs, found {n}"
     );
 }
+
+#[test]
+fn validation_tiles_images_larger_than_the_patch() {
+    let _guard = serial();
+    let tasks = [Task::Sr2, Task::Denoise30];
+    let cfg = ipt_model::IptConfig::tiny(&[2, 1]);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let model = ipt_model::Ipt::new(&vs.root(), &cfg).unwrap();
+    // LR 60×60 > 48: forward_chop; LR 48×48: one call. Both give finite PSNRs in a sane range.
+    for size in [48, 60] {
+        let set = ipt_train::validation::ValidationSet::embedded(1, &tasks, 2, size);
+        assert_eq!(set.tasks[0].lr.size(), vec![2, 3, size as i64, size as i64]);
+        assert_eq!(set.tasks[0].hr[0].dim(), (3, 2 * size, 2 * size));
+        let res = set.evaluate(&model, tch::Device::Cpu).unwrap();
+        assert_eq!(res.len(), 2);
+        for (t, p) in res {
+            assert!(
+                p.is_finite() && (3.0..60.0).contains(&p),
+                "{t} at LR {size}: {p}"
+            );
+        }
+    }
+}
