@@ -269,6 +269,9 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
         }
         .into());
     }
+    // This process's place in a data-parallel job; only rank 0 writes files.
+    let dist = Distributed::SINGLE;
+    let main = dist.is_main();
     // Fail fast: every path before anything expensive.
     cfg.check_paths(cpath)?;
     let source = build_source(cfg)?;
@@ -297,7 +300,9 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
             }
         }
     }
-    write_bytes_atomic(&resolved_path, cfg.to_toml().as_bytes())?;
+    if main {
+        write_bytes_atomic(&resolved_path, cfg.to_toml().as_bytes())?;
+    }
 
     // Device and model.
     if let Some(t) = cfg.runtime.threads {
@@ -348,7 +353,9 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
         ipt_model::checkpoint::copy_into(&vs, &sd, &weights)?;
         let ostate = Tensor::read_safetensors(&optim)?;
         adam.load_state(ostate)?;
-        log.truncate_after(st.step)?;
+        if main {
+            log.truncate_after(st.step)?;
+        }
         if opts.verbose {
             eprintln!(
                 "resuming from {} (step {}, epoch {})",
@@ -360,7 +367,9 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
         state = st;
     } else {
         // A fresh run: no stale rows from an earlier run that never checkpointed.
-        let _ = std::fs::remove_file(log.path());
+        if main {
+            let _ = std::fs::remove_file(log.path());
+        }
     }
 
     // Data.
@@ -439,7 +448,6 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
         ClipMode::Global => Clip::Global(cfg.optim.clip_norm),
         ClipMode::None => Clip::None,
     };
-    let dist = Distributed::SINGLE;
     let bf16 = cfg.runtime.bf16 && device.is_cuda();
 
     let mut summary = RunSummary {
@@ -454,7 +462,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
         .map_or(total_steps, |s| s.min(total_steps))
         .max(state.step);
 
-    let pb = if opts.verbose {
+    let pb = if opts.verbose && main {
         ProgressBar::with_draw_target(Some(total_steps), ProgressDrawTarget::stderr())
     } else {
         ProgressBar::hidden()
@@ -467,7 +475,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
     );
     pb.set_position(state.step);
     let say = |line: String| {
-        if opts.verbose {
+        if opts.verbose && main {
             if pb.is_hidden() {
                 eprintln!("{line}");
             } else {
@@ -507,7 +515,9 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
                     .map(|(t, p)| (t.name().to_string(), *p))
                     .collect(),
             };
-            log.append(&row)?;
+            if main {
+                log.append(&row)?;
+            }
             say(format!(
                 "validation @ step {step}: {}",
                 res.iter()
@@ -526,6 +536,9 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
             st.bad_files = stats.bad_files();
             st.small_skips = stats.small_skips();
             let ostate = adam.state();
+            if !main {
+                return Ok(PathBuf::new());
+            }
             let w = ckdir.save(
                 &st,
                 |p| ipt_model::checkpoint::save(p, &vs, &mcfg),
@@ -617,7 +630,9 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
                     ));
                 }
             }
-            log.append(&row)?;
+            if main {
+                log.append(&row)?;
+            }
             window = Window::default();
         }
         let at_end = state.step == end;
