@@ -129,11 +129,36 @@ fn decode(path: &Path) -> Result<DynamicImage, DegradeError> {
                     .into(),
         });
     }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_has_end_marker(path)? {
+        return Err(DegradeError::Decode {
+            path: path.to_path_buf(),
+            reason: "truncated JPEG (no end-of-image marker)".into(),
+        });
+    }
     let mut decoder = reader.into_decoder().map_err(decode_err)?;
     let orientation = decoder.orientation().map_err(decode_err)?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     img.apply_orientation(orientation);
     Ok(img)
+}
+
+/// Whether a JPEG file has its end-of-image marker (`FF D9`) in its last 4 KiB. The decoder fills
+/// a truncated scan with grey instead of failing, so a file cut short is caught here. `FF D9`
+/// cannot occur inside entropy-coded data, so a complete file has it at its end, followed at most
+/// by a little padding.
+fn jpeg_has_end_marker(path: &Path) -> Result<bool, DegradeError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io_err = |source| DegradeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io_err)?;
+    let len = f.metadata().map_err(io_err)?.len();
+    let tail = len.min(4096);
+    f.seek(SeekFrom::Start(len - tail)).map_err(io_err)?;
+    let mut buf = Vec::with_capacity(tail as usize);
+    f.read_to_end(&mut buf).map_err(io_err)?;
+    Ok(buf.windows(2).any(|w| w == [0xFF, 0xD9]))
 }
 
 fn check_writable(path: &Path, img: &Image) -> Result<(usize, usize, usize), DegradeError> {

@@ -49,6 +49,32 @@ fn truncated_png_is_an_error() {
 }
 
 #[test]
+fn truncated_jpeg_is_an_error_but_padding_after_the_end_is_not() {
+    // the JPEG decoder grey-fills a scan that was cut short; read_image must refuse such files
+    let dir = tempfile::tempdir().unwrap();
+    let img = ImageBuffer::from_fn(96, 80, |x, y| Rgb([(x * 2) as u8, (y * 3) as u8, 77u8]));
+    let mut jpeg = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut jpeg),
+        image::ImageFormat::Jpeg,
+    )
+    .unwrap();
+    let good = dir.path().join("good.JPG");
+    std::fs::write(&good, &jpeg).unwrap();
+    let padded = dir.path().join("padded.jpg");
+    std::fs::write(&padded, [jpeg.as_slice(), &[0u8; 100]].concat()).unwrap();
+    let cut = dir.path().join("cut.jpeg");
+    std::fs::write(&cut, &jpeg[..jpeg.len() - 40]).unwrap();
+    assert_eq!(read_image(&good).unwrap().dim(), (3, 80, 96));
+    assert_eq!(read_image(&padded).unwrap(), read_image(&good).unwrap());
+    let msg = err_text(&cut);
+    assert!(
+        msg.contains("cut.jpeg") && msg.contains("truncated JPEG"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn missing_file_is_an_io_error() {
     let p = Path::new("/nonexistent/dir/x.png");
     match read_image(p) {

@@ -70,6 +70,23 @@ pub struct TrainState {
     pub optimizer: String,
 }
 
+impl TrainState {
+    /// The state of a run that has not taken a step yet.
+    pub fn fresh(seed: u64) -> Self {
+        TrainState {
+            step: 0,
+            epoch: 0,
+            seed,
+            nonfinite_steps: 0,
+            bad_files: 0,
+            small_skips: 0,
+            elapsed_s: 0.0,
+            weights: String::new(),
+            optimizer: String::new(),
+        }
+    }
+}
+
 /// Write a file atomically: `write` fills a temporary path in the same folder (with the same
 /// extension), which is then fsynced and renamed to `path`; the folder is fsynced last.
 pub fn write_atomic<E: std::fmt::Display>(
@@ -239,14 +256,7 @@ mod tests {
     fn state(step: u64) -> TrainState {
         TrainState {
             step,
-            epoch: 0,
-            seed: 1,
-            nonfinite_steps: 0,
-            bad_files: 0,
-            small_skips: 0,
-            elapsed_s: 0.0,
-            weights: String::new(),
-            optimizer: String::new(),
+            ..TrainState::fresh(1)
         }
     }
 

@@ -22,6 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use ipt_degrade::Task;
+use ipt_loss::ContrastiveVariant;
 use serde::{Deserialize, Serialize};
 
 /// Errors from reading or checking a config.
@@ -283,16 +284,6 @@ impl Default for OptimSection {
     }
 }
 
-/// Which contrastive formula (mirrors `ipt_loss::ContrastiveVariant`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ContrastiveKind {
-    /// The MindSpore code's SupCon loss (τ = 0.07, positives = tokens of the same image).
-    Supcon,
-    /// The paper's Eq. 5 (cosine similarity, same position in other images as negatives).
-    PaperEq5,
-}
-
 /// `[loss]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -304,7 +295,7 @@ pub struct LossSection {
     /// Temperature τ. Default 0.07.
     pub tau: f64,
     /// `"supcon"` (official code) or `"paper_eq5"`. Default `"supcon"`.
-    pub variant: ContrastiveKind,
+    pub variant: ContrastiveVariant,
     /// Row chunk for the (256·B)² logit matrix, to bound memory. Default: ipt-loss's default
     /// (`PretrainLoss::default().chunk`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -316,7 +307,7 @@ impl Default for LossSection {
         Self {
             lambda: None,
             tau: 0.07,
-            variant: ContrastiveKind::Supcon,
+            variant: ContrastiveVariant::SupCon,
             chunk: None,
         }
     }

@@ -18,15 +18,13 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use ipt_degrade::rain::RainSource;
 use ipt_degrade::Task;
-use ipt_loss::{ContrastiveVariant, PretrainLoss};
+use ipt_loss::PretrainLoss;
 use ipt_model::device::DeviceSpec;
 use ipt_model::{Ipt, IptConfig};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{write_bytes_atomic, CheckpointDir, TrainState};
-use crate::config::{
-    ClipMode, ConfigError, ContrastiveKind, DataSourceKind, ExperimentConfig, Mode, ModelPreset,
-};
+use crate::config::{ClipMode, ConfigError, DataSourceKind, ExperimentConfig, Mode, ModelPreset};
 use crate::data::pipeline::{BatchFactory, DataError};
 use crate::data::procedural::derive_seed;
 use crate::data::{DataStats, ImageSource, Pipeline, Sampler, SamplerConfig, SourceError};
@@ -337,17 +335,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
     let log = MetricsLog::new(opts.run_dir.join("metrics.jsonl"));
 
     // Resume.
-    let mut state = TrainState {
-        step: 0,
-        epoch: 0,
-        seed,
-        nonfinite_steps: 0,
-        bad_files: 0,
-        small_skips: 0,
-        elapsed_s: 0.0,
-        weights: String::new(),
-        optimizer: String::new(),
-    };
+    let mut state = TrainState::fresh(seed);
     if let Some((st, weights, optim)) = latest {
         let sd = ipt_model::checkpoint::read_state_dict(&weights)?;
         ipt_model::checkpoint::copy_into(&vs, &sd, &weights)?;
@@ -437,10 +425,7 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
     let loss_fn = PretrainLoss {
         lambda: cfg.lambda(mode),
         tau: cfg.loss.tau,
-        variant: match cfg.loss.variant {
-            ContrastiveKind::Supcon => ContrastiveVariant::SupCon,
-            ContrastiveKind::PaperEq5 => ContrastiveVariant::PaperEq5,
-        },
+        variant: cfg.loss.variant,
         chunk: cfg.loss.chunk.or(PretrainLoss::default().chunk),
     };
     let clip = match cfg.optim.clip {
