@@ -107,12 +107,26 @@ impl Ipt {
         task_idx: usize,
         train: bool,
     ) -> (Tensor, Tensor) {
+        self.forward_with_body(x, task_idx, train, |body| body())
+    }
+
+    /// As [`forward_with_tokens`](Self::forward_with_tokens), with the transformer body evaluated
+    /// by `run_body`, which receives a closure computing it (e.g. to run only the body under
+    /// bf16 autocast). The mean shifts, head, global residual and tail stay outside; the body
+    /// output is cast back to the head output's kind before the residual.
+    pub fn forward_with_body(
+        &self,
+        x: &Tensor,
+        task_idx: usize,
+        train: bool,
+        run_body: impl FnOnce(&dyn Fn() -> (Tensor, Tensor)) -> (Tensor, Tensor),
+    ) -> (Tensor, Tensor) {
         if let Err(e) = self.check_input(x, task_idx) {
             panic!("Ipt::forward: {e}");
         }
-        let x = x.apply(&self.sub_mean).apply(&self.head[task_idx]);
-        let (res, tokens) = self.body.forward(&x, task_idx, train);
-        let res = res + x;
+        let f = x.apply(&self.sub_mean).apply(&self.head[task_idx]);
+        let (res, tokens) = run_body(&|| self.body.forward(&f, task_idx, train));
+        let res = res.to_kind(f.kind()) + &f;
         let out = res.apply(&self.tail[task_idx]).apply(&self.add_mean);
         (out, tokens)
     }

@@ -11,7 +11,7 @@
 //! significant bits: a whole grey level near 255).
 
 use ndarray::Array3;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::chop::{forward_chop, window_count, ChopError};
 use crate::convert::{image_to_tensor, tensor_to_image, ConvertError};
@@ -127,17 +127,16 @@ pub fn restore_image(
 
 /// The network on a batch of windows in evaluation mode: [`Ipt::forward`], except that with
 /// `bf16` (and CUDA) the transformer body runs under bf16 autocast while the heads, tails, mean
-/// shifts and global residual stay in `f32`. The spelled-out forward is the same as
-/// `Ipt::forward_with_tokens` (a test checks they agree exactly).
+/// shifts and global residual stay in `f32` (see [`Ipt::forward_with_body`]).
 pub fn forward_windows(model: &Ipt, x: &Tensor, task_idx: usize, bf16: bool) -> Tensor {
     if !bf16 {
         return model.forward(x, task_idx, false);
     }
-    let f = x.apply(&model.sub_mean).apply(&model.head[task_idx]);
-    let body = || model.body.forward(&f, task_idx, false).0;
     // the autocast switch was resolved before the first call (see `restore_image`); should it
     // fail anyway, run the body in f32
-    let res = autocast_bf16(body).unwrap_or_else(|_| body());
-    let res = res.to_kind(Kind::Float) + &f;
-    res.apply(&model.tail[task_idx]).apply(&model.add_mean)
+    model
+        .forward_with_body(x, task_idx, false, |body| {
+            autocast_bf16(body).unwrap_or_else(|_| body())
+        })
+        .0
 }

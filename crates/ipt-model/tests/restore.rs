@@ -110,8 +110,8 @@ fn unknown_task_and_grayscale_are_refused() {
 
 #[test]
 fn the_mixed_precision_forward_is_the_network_forward() {
-    // `forward_windows(.., bf16 = true)` spells out Ipt::forward to put only the body under
-    // autocast; on the CPU (no autocast) it must agree with Ipt::forward exactly.
+    // `forward_windows(.., bf16 = true)` runs only the body under autocast (through
+    // Ipt::forward_with_body); on the CPU (no autocast) it must agree with Ipt::forward exactly.
     let (_vs, model) = tiny(&[2, 1]);
     tch::manual_seed(9);
     let x = Tensor::rand([3, 3, 48, 48], (Kind::Float, Device::Cpu)) * 255.0;
