@@ -10,18 +10,16 @@
 //! 4. PSNR on Y (IPT convention, the paper's numbers) and PSNR on RGB (the SwinIR protocol,
 //!    which re-tested IPT this way), both with shave 0; SSIM on Y.
 
-use std::time::Instant;
-
 use ipt_degrade::io::read_image;
 use ipt_degrade::noise::{add_gaussian_noise, NoiseOptions};
-use ipt_degrade::{quantize, Image};
+use ipt_degrade::Image;
 
 use super::data_root::DataRoot;
 use super::layout::{discover_sets, BenchSet};
 use super::method::{Job, Method};
 use super::progress::BenchProgress;
-use super::report::{BenchOutcome, BenchTask, Cell, ImageResult};
-use super::runner::{check_limit, check_same_shape, run_cell};
+use super::report::{BenchOutcome, BenchTask, Cell};
+use super::runner::{check_limit, evaluate_image, run_cell};
 use super::seed::{noise_rng, DEFAULT_NOISE_SEED};
 use super::BenchError;
 
@@ -108,35 +106,15 @@ pub fn run_denoise(
                 |image| {
                     let clean = read_image(&image.hr)?;
                     let noisy = noisy_input(&clean, &set.name, &image.name, sigma, opts.seed);
-                    let start = Instant::now();
-                    let out = method.restore(&noisy, Job::Denoise(sigma), &progress.windows)?;
-                    let seconds = start.elapsed().as_secs_f64();
-                    let out = quantize(&out);
-                    check_same_shape(&out, &clean, &image.hr.display().to_string())?;
-                    let id = format!("{}/{}", set.name, image.name);
-                    let metric = |source| BenchError::Metric {
-                        image: id.clone(),
-                        source,
-                    };
-                    let psnr_y =
-                        ipt_metrics::psnr_y(out.view(), clean.view(), 0).map_err(metric)?;
-                    let psnr_rgb =
-                        ipt_metrics::psnr_rgb(out.view(), clean.view(), 0).map_err(metric)?;
-                    let ssim_y =
-                        ipt_metrics::ssim_y(out.view(), clean.view(), 0).map_err(metric)?;
-                    let (_, height, width) = clean.dim();
-                    Ok(ImageResult {
-                        set: set.name.clone(),
-                        scale: 1,
-                        sigma: Some(sigma),
-                        image: image.name.clone(),
-                        height,
-                        width,
-                        psnr_y,
-                        ssim_y,
-                        psnr_rgb: Some(psnr_rgb),
-                        seconds,
-                    })
+                    evaluate_image(
+                        method,
+                        Job::Denoise(sigma),
+                        (&set.name, &image.name),
+                        &noisy,
+                        &clean,
+                        &image.hr.display().to_string(),
+                        progress,
+                    )
                 },
             )?;
             cells.push(Cell {
@@ -161,6 +139,7 @@ pub fn run_denoise(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ipt_degrade::quantize;
     use ndarray::Array3;
 
     /// erfc-free normal CDF: Abramowitz & Stegun 7.1.26 for erf (|error| < 1.5e-7).

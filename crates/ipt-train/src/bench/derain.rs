@@ -3,17 +3,14 @@
 //! Pairs are found by [`find_rain100l`]; each rainy image is restored whole, the output is
 //! quantized, and PSNR and SSIM are computed on Y (IPT convention) with no shave.
 
-use std::time::Instant;
-
 use ipt_degrade::io::read_image;
-use ipt_degrade::quantize;
 
 use super::data_root::DataRoot;
 use super::method::{Job, Method};
 use super::progress::BenchProgress;
 use super::rain_pairs::{find_rain100l, RAIN100L};
-use super::report::{BenchOutcome, BenchTask, Cell, ImageResult};
-use super::runner::{check_limit, check_same_shape, run_cell};
+use super::report::{BenchOutcome, BenchTask, Cell};
+use super::runner::{check_limit, evaluate_image, run_cell};
 use super::BenchError;
 
 /// Runs the deraining benchmark with `method` on `<root>/Rain100L`, at most `limit` pairs.
@@ -60,31 +57,15 @@ pub fn run_derain(
                     ),
                 });
             }
-            let start = Instant::now();
-            let out = method.restore(&rainy, Job::Derain, &progress.windows)?;
-            let seconds = start.elapsed().as_secs_f64();
-            let out = quantize(&out);
-            check_same_shape(&out, &clean, &pair.rainy.display().to_string())?;
-            let id = format!("{RAIN100L}/{}", pair.name);
-            let metric = |source| BenchError::Metric {
-                image: id.clone(),
-                source,
-            };
-            let psnr_y = ipt_metrics::psnr_y(out.view(), clean.view(), 0).map_err(metric)?;
-            let ssim_y = ipt_metrics::ssim_y(out.view(), clean.view(), 0).map_err(metric)?;
-            let (_, height, width) = clean.dim();
-            Ok(ImageResult {
-                set: RAIN100L.into(),
-                scale: 1,
-                sigma: None,
-                image: pair.name.clone(),
-                height,
-                width,
-                psnr_y,
-                ssim_y,
-                psnr_rgb: None,
-                seconds,
-            })
+            evaluate_image(
+                method,
+                Job::Derain,
+                (RAIN100L, &pair.name),
+                &rainy,
+                &clean,
+                &pair.rainy.display().to_string(),
+                progress,
+            )
         },
     )?;
     progress.finish();

@@ -11,18 +11,16 @@
 //! 4. PSNR and SSIM on Y (IPT convention, `ipt_metrics::psnr_y` / `ssim_y`) with `s` pixels
 //!    shaved, per image, then averaged over the set.
 
-use std::time::Instant;
-
 use ipt_degrade::io::read_image;
 use ipt_degrade::resize::imresize_uint8;
-use ipt_degrade::{modcrop, quantize, Image};
+use ipt_degrade::{modcrop, Image};
 
 use super::data_root::DataRoot;
 use super::layout::{discover_sets, BenchImage, BenchSet};
 use super::method::{Job, Method};
 use super::progress::BenchProgress;
-use super::report::{BenchOutcome, BenchTask, Cell, ImageResult};
-use super::runner::{check_limit, check_same_shape, run_cell};
+use super::report::{BenchOutcome, BenchTask, Cell};
+use super::runner::{check_limit, evaluate_image, run_cell};
 use super::BenchError;
 
 /// The sets of IPT's SR table.
@@ -136,33 +134,15 @@ pub fn run_sr(
                 progress,
                 |image| {
                     let (lr, hr) = sr_pair(set, image, scale)?;
-                    let start = Instant::now();
-                    let out = method.restore(&lr, Job::Sr(scale), &progress.windows)?;
-                    let seconds = start.elapsed().as_secs_f64();
-                    let sr = quantize(&out);
-                    check_same_shape(&sr, &hr, &image.hr.display().to_string())?;
-                    let id = format!("{}/{}", set.name, image.name);
-                    let metric = |source| BenchError::Metric {
-                        image: id.clone(),
-                        source,
-                    };
-                    let psnr_y =
-                        ipt_metrics::psnr_y(sr.view(), hr.view(), scale).map_err(metric)?;
-                    let ssim_y =
-                        ipt_metrics::ssim_y(sr.view(), hr.view(), scale).map_err(metric)?;
-                    let (_, height, width) = hr.dim();
-                    Ok(ImageResult {
-                        set: set.name.clone(),
-                        scale,
-                        sigma: None,
-                        image: image.name.clone(),
-                        height,
-                        width,
-                        psnr_y,
-                        ssim_y,
-                        psnr_rgb: None,
-                        seconds,
-                    })
+                    evaluate_image(
+                        method,
+                        Job::Sr(scale),
+                        (&set.name, &image.name),
+                        &lr,
+                        &hr,
+                        &image.hr.display().to_string(),
+                        progress,
+                    )
                 },
             )?;
             cells.push(Cell {
