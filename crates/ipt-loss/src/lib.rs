@@ -1,4 +1,4 @@
-//! Losses of IPT pre-training (spec §4.1–4.2): the supervised L1 term, the patch contrastive term on the
+//! Losses of IPT pre-training (paper Section 3.2; MindSpore `research/cv/IPT/src/loss.py`, `src/utils.py`): the supervised L1 term, the patch contrastive term on the
 //! decoder tokens (the official supervised-contrastive form and the paper's Eq. 5), and [`PretrainLoss`], which
 //! combines them as `L1 + λ·contrastive`.
 //!

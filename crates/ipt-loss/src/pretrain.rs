@@ -1,4 +1,4 @@
-//! The pre-training objective: `L = L1(output, target) + λ·L_contrastive(decoder tokens)` (spec §4.2).
+//! The pre-training objective: `L = L1(output, target) + λ·L_contrastive(decoder tokens)` (paper Section 3.2, λ = 0.1; MindSpore `src/utils.py`, `MyTrain`).
 
 use tch::Tensor;
 

@@ -2,11 +2,11 @@
 //! layers, d = 576) on a batch of 48×48 windows, inference mode, with both attention kernels.
 //!
 //! `cargo bench -p ipt-model --bench forward -- --warm-up-time 1 --measurement-time 3`
-//! One window costs ≈33.3 GMAC (66.6 GFLOP) for ×2 (spec §1.11); divide by the time per
+//! One window costs ≈33.3 GMAC (66.6 GFLOP) for ×2 (counted from the layer shapes of the official `model/ipt.py`); divide by the time per
 //! window for the achieved GFLOP/s. `IPT_BENCH_BATCH` sets the batch (default 4).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ipt_model::attention::AttentionKernel;
+use ipt_model::AttentionKernel;
 use ipt_model::{Ipt, IptConfig};
 use tch::{nn, Device, Kind, Tensor};
 

@@ -1,18 +1,18 @@
-//! The transformer body `VisionTransformer` (spec §1.4): cut the feature map into words,
-//! encode, decode with the task embedding, and fold back.
+//! The transformer body `VisionTransformer` (official `model/ipt.py`, `VisionTransformer`): cut
+//! the feature map into words, encode, decode with the task embedding, and fold back.
 
 use tch::nn;
 use tch::{Kind, Tensor};
 
 use crate::attention::AttentionKernel;
-use crate::common::linear;
+use crate::common::{linear, LinearOpts};
 use crate::config::IptConfig;
 use crate::transformer::{Decoder, Encoder, LayerConfig};
 
 /// Cuts [B, C, H, W] into non-overlapping `pd`×`pd` words, sequence-first:
 /// [N = (H/pd)·(W/pd), B, C·pd²]. Token t = py·(W/pd) + px; feature = c·pd² + ky·pd + kx,
 /// exactly as `F.unfold(x, pd, stride=pd).transpose(1, 2).transpose(0, 1)`.
-pub fn unfold_tokens(x: &Tensor, pd: i64) -> Tensor {
+pub(crate) fn unfold_tokens(x: &Tensor, pd: i64) -> Tensor {
     let (b, c, h, w) = x.size4().expect("unfold_tokens expects [B, C, H, W]");
     let (gh, gw) = (h / pd, w / pd);
     x.reshape([b, c, gh, pd, gw, pd])
@@ -22,7 +22,7 @@ pub fn unfold_tokens(x: &Tensor, pd: i64) -> Tensor {
 
 /// The inverse of [`unfold_tokens`]: [N, B, C·pd²] → [B, C, gh·pd, gw·pd] (`F.fold` with
 /// kernel = stride = pd, which for non-overlapping windows is a pure rearrangement).
-pub fn fold_tokens(t: &Tensor, gh: i64, gw: i64, pd: i64) -> Tensor {
+pub(crate) fn fold_tokens(t: &Tensor, gh: i64, gw: i64, pd: i64) -> Tensor {
     let (n, b, f) = t.size3().expect("fold_tokens expects [N, B, C·pd²]");
     debug_assert_eq!(n, gh * gw);
     let c = f / (pd * pd);
@@ -34,11 +34,11 @@ pub fn fold_tokens(t: &Tensor, gh: i64, gw: i64, pd: i64) -> Tensor {
 /// `body.position_encoding`: a learned embedding `pe` [N, d] looked up with the int64 buffer
 /// `position_ids` = arange(N) of shape [1, N] (both in the state dict).
 #[derive(Debug)]
-pub struct LearnedPositionalEncoding {
+pub(crate) struct LearnedPositionalEncoding {
     /// `pe.weight`, [N, d], initialised N(0, 1).
-    pub pe: Tensor,
+    pub(crate) pe: Tensor,
     /// `position_ids`, [1, N] int64, non-trainable.
-    pub position_ids: Tensor,
+    pub(crate) position_ids: Tensor,
 }
 
 impl LearnedPositionalEncoding {
@@ -52,7 +52,7 @@ impl LearnedPositionalEncoding {
     }
 
     /// The position term, [N, 1, d] (broadcasts over the batch).
-    pub fn forward(&self) -> Tensor {
+    pub(crate) fn forward(&self) -> Tensor {
         Tensor::embedding(&self.pe, &self.position_ids, -1, false, false).transpose(0, 1)
     }
 }
@@ -60,19 +60,19 @@ impl LearnedPositionalEncoding {
 /// `body`: linear encoding, learned positions, task embedding (`query_embed`), encoder,
 /// decoder and MLP head, between an unfold and a fold of the feature map.
 #[derive(Debug)]
-pub struct VisionTransformer {
+pub(crate) struct VisionTransformer {
     /// `linear_encoding` (absent under `no_mlp`).
-    pub linear_encoding: Option<nn::Linear>,
+    pub(crate) linear_encoding: Option<nn::Linear>,
     /// `mlp_head.0` and `mlp_head.3` (absent under `no_mlp`).
-    pub mlp_head: Option<(nn::Linear, nn::Linear)>,
+    pub(crate) mlp_head: Option<(nn::Linear, nn::Linear)>,
     /// `query_embed.weight`, [num_queries, N·d] (absent under `no_mlp`).
-    pub query_embed: Option<Tensor>,
+    pub(crate) query_embed: Option<Tensor>,
     /// `encoder`.
-    pub encoder: Encoder,
+    pub(crate) encoder: Encoder,
     /// `decoder`.
-    pub decoder: Decoder,
+    pub(crate) decoder: Decoder,
     /// `position_encoding` (absent under `no_pos`).
-    pub position_encoding: Option<LearnedPositionalEncoding>,
+    pub(crate) position_encoding: Option<LearnedPositionalEncoding>,
     patch_dim: i64,
     grid: i64,
     d: i64,
@@ -82,7 +82,7 @@ pub struct VisionTransformer {
 
 impl VisionTransformer {
     /// Builds the body for a validated config.
-    pub fn new(p: nn::Path, cfg: &IptConfig) -> Self {
+    pub(crate) fn new(p: nn::Path, cfg: &IptConfig) -> Self {
         let d = cfg.embedding_dim() as i64;
         let n = cfg.seq_len() as i64;
         let lc = LayerConfig {
@@ -94,12 +94,13 @@ impl VisionTransformer {
             attn_out_bias: cfg.attn_out_bias,
         };
         let mlp = !cfg.no_mlp;
-        let linear_encoding = mlp.then(|| linear(&p / "linear_encoding", d, d, true, cfg.no_norm));
+        let lin = LinearOpts::body(cfg.no_norm);
+        let linear_encoding = mlp.then(|| linear(&p / "linear_encoding", d, d, lin));
         let mlp_head = mlp.then(|| {
             let m = &p / "mlp_head";
             (
-                linear(&m / "0", d, lc.hidden, true, cfg.no_norm),
-                linear(&m / "3", lc.hidden, d, true, cfg.no_norm),
+                linear(&m / "0", d, lc.hidden, lin),
+                linear(&m / "3", lc.hidden, d, lin),
             )
         });
         let query_embed = mlp.then(|| {
@@ -125,7 +126,7 @@ impl VisionTransformer {
     }
 
     /// Selects how every attention of the encoder and decoder is computed.
-    pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
+    pub(crate) fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
         for l in &mut self.encoder.layers {
             l.set_attention_kernel(kernel);
         }
@@ -145,7 +146,7 @@ impl VisionTransformer {
     /// [B, C, P, P] features → ([B, C, P, P] features, [B, N, d] decoder tokens). The tokens
     /// are the body output after the MLP-head residual, before folding (the contrastive
     /// feature `con_x`).
-    pub fn forward(&self, x: &Tensor, task: usize, train: bool) -> (Tensor, Tensor) {
+    pub(crate) fn forward(&self, x: &Tensor, task: usize, train: bool) -> (Tensor, Tensor) {
         let b = x.size()[0];
         let mut x = unfold_tokens(x, self.patch_dim);
         if let Some(le) = &self.linear_encoding {
@@ -181,5 +182,72 @@ impl VisionTransformer {
         let tokens = x.transpose(0, 1);
         let out = fold_tokens(&x, self.grid, self.grid, self.patch_dim);
         (out, tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
+        f64::try_from(
+            (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
+                .abs()
+                .max(),
+        )
+        .unwrap()
+    }
+
+    fn to_vec(t: &Tensor) -> Vec<f64> {
+        Vec::<f64>::try_from(t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
+    }
+
+    #[test]
+    fn token_cut_follows_the_official_unfold_order() {
+        let (b, c, pd, gh, gw) = (2i64, 3i64, 3i64, 2i64, 4i64);
+        let x = Tensor::randn([b, c, gh * pd, gw * pd], (Kind::Float, Device::Cpu));
+        let t = unfold_tokens(&x, pd);
+        assert_eq!(t.size(), vec![gh * gw, b, c * pd * pd]);
+        // token = py·gw + px, feature = c·pd² + ky·pd + kx
+        let xv = to_vec(&x);
+        let tv = to_vec(&t);
+        let (w, hh) = (gw * pd, gh * pd);
+        for py in 0..gh {
+            for px in 0..gw {
+                for bb in 0..b {
+                    for cc in 0..c {
+                        for ky in 0..pd {
+                            for kx in 0..pd {
+                                let tok = py * gw + px;
+                                let f = cc * pd * pd + ky * pd + kx;
+                                let got = tv[((tok * b + bb) * c * pd * pd + f) as usize];
+                                let want = xv[(((bb * c + cc) * hh + py * pd + ky) * w
+                                    + px * pd
+                                    + kx) as usize];
+                                assert_eq!(got, want);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Equal to F.unfold(x, pd, stride=pd).transpose(1, 2).transpose(0, 1) ...
+        let im2col = x
+            .im2col([pd, pd], [1, 1], [0, 0], [pd, pd])
+            .transpose(1, 2)
+            .transpose(0, 1);
+        assert_eq!(max_abs(&t, &im2col), 0.0);
+        // ... and folding back is F.fold, the exact inverse.
+        let back = fold_tokens(&t, gh, gw, pd);
+        assert_eq!(max_abs(&back, &x), 0.0);
+        let col2im = t.transpose(0, 1).transpose(1, 2).col2im(
+            [gh * pd, gw * pd],
+            [pd, pd],
+            [1, 1],
+            [0, 0],
+            [pd, pd],
+        );
+        assert_eq!(max_abs(&back, &col2im), 0.0);
     }
 }

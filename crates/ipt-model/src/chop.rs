@@ -1,4 +1,4 @@
-//! Whole-image inference by overlapping windows: the official `forward_chop` (IPT-SPEC §3.2).
+//! Whole-image inference by overlapping windows: the official `forward_chop` (`model/__init__.py` of the official PyTorch code).
 //!
 //! The network only accepts `patch × patch` inputs (48×48 for every released checkpoint), so a
 //! whole image is cut into windows, each window is restored, and the window outputs are stitched
@@ -68,7 +68,7 @@ pub enum ChopError {
 /// The six groups of windows of the official tiling, in the order the official code runs them.
 ///
 /// The model function of [`forward_chop_grouped`] is told which group a batch belongs to (used by
-/// the tag-map test of IPT-SPEC §3.8).
+/// the tag-map test in `tests/chop.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WindowGroup {
     /// The single bottom-right window `x[h−P.., w−P..]`.

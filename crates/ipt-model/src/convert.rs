@@ -1,5 +1,6 @@
-//! Conversion between images (`ipt_degrade::Image`: CHW `f32` on the 0–255 scale) and tensors,
-//! and the official quantisation of network outputs (IPT-SPEC §3.4).
+//! Conversion between images (`ipt_degrade::Image`: CHW `f32` on the 0–255 scale) and tensors.
+//! Restored images are quantized as images, with `ipt_degrade::quantize` (the workspace's one
+//! rounding rule).
 
 use ndarray::Array3;
 use tch::{Device, Kind, Tensor};
@@ -43,18 +44,6 @@ pub fn tensor_to_image(t: &Tensor) -> Result<Array3<f32>, ConvertError> {
         .map_err(|_| ConvertError::Shape(t.size()))
 }
 
-/// The official `utility.quantize`: `round(clamp(x·255/rgb_range, 0, 255))·rgb_range/255`.
-///
-/// Rounding is `torch.round`, i.e. half to even (unlike `ipt_degrade::quantize`, which follows
-/// MATLAB's half away from zero); the two differ only on exact `.5` values.
-pub fn quantize(t: &Tensor, rgb_range: f64) -> Tensor {
-    let pixel_range = 255.0 / rgb_range;
-    t.multiply_scalar(pixel_range)
-        .clamp(0.0, 255.0)
-        .round()
-        .divide_scalar(pixel_range)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,16 +65,5 @@ mod tests {
             tensor_to_image(&Tensor::zeros([2, 3, 4, 5], (Kind::Float, Device::Cpu))),
             Err(ConvertError::Shape(_))
         ));
-    }
-
-    #[test]
-    fn quantize_rounds_half_to_even_and_saturates() {
-        let t = Tensor::from_slice(&[-3.0f32, 0.5, 1.5, 2.5, 254.4, 254.6, 300.0]);
-        let q = Vec::<f32>::try_from(quantize(&t, 255.0)).unwrap();
-        assert_eq!(q, vec![0.0, 0.0, 2.0, 2.0, 254.0, 255.0, 255.0]);
-        // rgb_range 1: values on 0..1, rounded on the 0..255 grid
-        let t = Tensor::from_slice(&[0.5f32 / 255.0 + 1e-4, 2.0]);
-        let q = Vec::<f32>::try_from(quantize(&t, 1.0)).unwrap();
-        assert!((q[0] - 1.0 / 255.0).abs() < 1e-7 && q[1] == 1.0);
     }
 }

@@ -123,6 +123,19 @@ impl std::fmt::Display for DeviceSpec {
     }
 }
 
+impl serde::Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl DeviceSpec {
     /// The concrete device, loading CUDA if needed; an error when CUDA is asked for but
     /// unavailable, or the ordinal is out of range.

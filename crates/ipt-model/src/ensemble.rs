@@ -1,4 +1,4 @@
-//! The ×8 geometric self-ensemble of the official code (`forward_x8`, IPT-SPEC §3.3).
+//! The ×8 geometric self-ensemble of the official code (`model/__init__.py`, `forward_x8`).
 //!
 //! The whole-image function (normally [`crate::chop::forward_chop`] around the network) runs on
 //! eight versions of the input: identity, W-flip, H-flip, H+W-flip, and the same four after an

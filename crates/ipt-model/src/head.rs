@@ -1,4 +1,5 @@
-//! The per-task head (spec §1.3): conv 3×3 (3 → C), then two 5×5 residual blocks.
+//! The per-task head (official `model/ipt.py`, `self.head`): conv 3×3 (3 → C), then two 5×5
+//! residual blocks.
 
 use tch::nn::{self, Module};
 use tch::Tensor;
@@ -7,7 +8,7 @@ use crate::common::{conv, ResBlock};
 
 /// `head.{i}`: `0` = Conv2d(3 → n_feats, 3), `1` and `2` = ResBlock(n_feats, 5).
 #[derive(Debug)]
-pub struct Head {
+pub(crate) struct Head {
     conv: nn::Conv2D,
     res1: ResBlock,
     res2: ResBlock,
@@ -15,7 +16,7 @@ pub struct Head {
 
 impl Head {
     /// A head with `n_feats` output channels.
-    pub fn new(p: nn::Path, n_feats: i64) -> Self {
+    pub(crate) fn new(p: nn::Path, n_feats: i64) -> Self {
         Self {
             conv: conv(&p / "0", 3, n_feats, 3),
             res1: ResBlock::new(&p / "1", n_feats, 5),

@@ -1,5 +1,5 @@
-//! The top-level IPT network (spec §1.9): MeanShift, per-task heads, the shared transformer
-//! body with a global residual, per-task tails.
+//! The top-level IPT network (official `model/ipt.py`, `ipt.forward`): MeanShift, per-task
+//! heads, the shared transformer body with a global residual, per-task tails.
 
 use tch::nn;
 use tch::Tensor;
@@ -12,26 +12,26 @@ use crate::error::ModelError;
 use crate::head::Head;
 use crate::tail::Tail;
 
-/// The IPT network. Variable paths equal the official state-dict keys (spec §2.1) when it is
-/// built on the root of a `VarStore`.
+/// The IPT network. Variable paths equal the official state-dict keys (of the official
+/// `model/ipt.py`) when it is built on the root of a `VarStore`.
 #[derive(Debug)]
 pub struct Ipt {
     config: IptConfig,
     /// `sub_mean`.
-    pub sub_mean: MeanShift,
+    pub(crate) sub_mean: MeanShift,
     /// `add_mean`.
-    pub add_mean: MeanShift,
+    pub(crate) add_mean: MeanShift,
     /// `head.{i}`, one per task.
-    pub head: Vec<Head>,
+    pub(crate) head: Vec<Head>,
     /// `body`.
-    pub body: VisionTransformer,
+    pub(crate) body: VisionTransformer,
     /// `tail.{i}`, one per task.
-    pub tail: Vec<Tail>,
+    pub(crate) tail: Vec<Tail>,
 }
 
 impl Ipt {
     /// Builds the network under `p` (normally `vs.root()`), initialised as the official PyTorch
-    /// code does (spec §1.10).
+    /// code does (official `model/ipt.py`, PyTorch's default `nn.Linear`/`nn.Conv2d` init).
     pub fn new(p: &nn::Path, config: &IptConfig) -> Result<Ipt, ModelError> {
         config.validate()?;
         let n_feats = config.n_feats as i64;

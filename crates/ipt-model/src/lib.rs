@@ -3,26 +3,35 @@
 //!
 //! - [`IptConfig`]: hyperparameters, presets (`base`, `tiny`) and validation.
 //! - [`Ipt`]: the network; variable paths equal the official state-dict keys
-//!   (`head.0.1.body.0.weight`, `body.encoder.layers.3.self_attn.in_proj_weight`, …).
+//!   (`head.0.1.body.0.weight`, `body.encoder.layers.3.self_attn.in_proj_weight`, …). Its parts
+//!   live in one file each, named as in the paper and the official `model/ipt.py`: `head.rs`,
+//!   `body.rs` (the `VisionTransformer`), `transformer.rs` (encoder and decoder layers),
+//!   `attention.rs`, `tail.rs`, with `common.rs` for the shared convolution blocks.
 //! - [`checkpoint`]: official PyTorch `.pt` files (read with a small, safe pickle reader) and
 //!   `.safetensors` files carrying the config in their metadata.
 
-pub mod attention;
-pub mod body;
+#![warn(missing_docs)]
+
+// The network, top-down as in the paper's Figure 2 (layer internals are private: the public
+// surface is the network, its config and how to run it).
+mod attention;
+mod body;
+mod common;
+mod head;
+mod ipt;
+mod tail;
+mod transformer;
+
 pub mod checkpoint;
 pub mod chop;
-pub mod common;
 pub mod config;
 pub mod convert;
 pub mod device;
 pub mod ensemble;
 pub mod error;
-pub mod head;
-pub mod ipt;
 pub mod restore;
-pub mod tail;
-pub mod transformer;
 
+pub use attention::AttentionKernel;
 pub use config::IptConfig;
 pub use error::{CheckpointError, ModelError};
 pub use ipt::Ipt;

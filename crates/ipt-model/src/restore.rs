@@ -49,6 +49,9 @@ pub enum RestoreError {
     Torch(#[from] tch::TchError),
 }
 
+/// Windows per network call by default: the official `--crop_batch_size` (64).
+pub const DEFAULT_CROP_BATCH: usize = 64;
+
 /// How to run whole-image inference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestoreOptions {
@@ -63,7 +66,7 @@ pub struct RestoreOptions {
 impl Default for RestoreOptions {
     fn default() -> Self {
         RestoreOptions {
-            crop_batch: 64,
+            crop_batch: DEFAULT_CROP_BATCH,
             self_ensemble: false,
             bf16: false,
         }

@@ -1,5 +1,5 @@
-//! The per-task tail (spec §1.8): an EDSR `Upsampler` (conv + pixel shuffle) and a 3×3 conv
-//! back to RGB.
+//! The per-task tail (official `model/common.py`, `Upsampler`): an EDSR `Upsampler` (conv +
+//! pixel shuffle) and a 3×3 conv back to RGB.
 
 use tch::nn::{self, Module};
 use tch::Tensor;
@@ -10,7 +10,7 @@ use crate::common::conv;
 /// Conv2d(C → 9C, 3), PixelShuffle(3); for scale 1, nothing. The convolutions sit at the even
 /// indices `0`, `2`, … of the official `nn.Sequential`.
 #[derive(Debug)]
-pub struct Upsampler {
+pub(crate) struct Upsampler {
     /// `(conv, pixel-shuffle factor)` in order.
     stages: Vec<(nn::Conv2D, i64)>,
 }
@@ -18,7 +18,7 @@ pub struct Upsampler {
 impl Upsampler {
     /// An upsampler for `scale` ∈ {1, 3, 2^n}; other scales are rejected earlier by
     /// [`IptConfig::validate`](crate::IptConfig::validate) and build an identity here.
-    pub fn new(p: nn::Path, scale: usize, n_feats: i64) -> Self {
+    pub(crate) fn new(p: nn::Path, scale: usize, n_feats: i64) -> Self {
         let factors: Vec<i64> = if scale == 3 {
             vec![3]
         } else if scale.is_power_of_two() {
@@ -45,14 +45,14 @@ impl Module for Upsampler {
 
 /// `tail.{i}`: `0` = [`Upsampler`], `1` = Conv2d(n_feats → 3, 3).
 #[derive(Debug)]
-pub struct Tail {
+pub(crate) struct Tail {
     upsampler: Upsampler,
     conv: nn::Conv2D,
 }
 
 impl Tail {
     /// A tail for one task of the given scale.
-    pub fn new(p: nn::Path, scale: usize, n_feats: i64) -> Self {
+    pub(crate) fn new(p: nn::Path, scale: usize, n_feats: i64) -> Self {
         Self {
             upsampler: Upsampler::new(&p / "0", scale, n_feats),
             conv: conv(&p / "1", n_feats, 3, 3),

@@ -1,15 +1,15 @@
-//! Pre-norm transformer encoder and decoder layers of the IPT body (spec §1.5, §1.6).
-//! Tensors are sequence-first, [N, B, d].
+//! Pre-norm transformer encoder and decoder layers of the IPT body (official `model/ipt.py`,
+//! `TransformerEncoderLayer`, `TransformerDecoderLayer`). Tensors are sequence-first, [N, B, d].
 
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-use crate::attention::{AttentionKernel, InProjInit, MultiheadAttention};
-use crate::common::linear;
+use crate::attention::{AttentionConfig, AttentionKernel, InProjInit, MultiheadAttention};
+use crate::common::{linear, LinearOpts};
 
 /// Sizes and flags shared by every layer.
 #[derive(Debug, Clone, Copy)]
-pub struct LayerConfig {
+pub(crate) struct LayerConfig {
     /// Embedding dimension d.
     pub d: i64,
     /// Attention heads.
@@ -22,6 +22,27 @@ pub struct LayerConfig {
     pub no_norm: bool,
     /// `out_proj` has a bias.
     pub attn_out_bias: bool,
+}
+
+impl LayerConfig {
+    /// The options of every linear layer of the body.
+    pub(crate) fn linear(&self) -> LinearOpts {
+        LinearOpts::body(self.no_norm)
+    }
+
+    /// An attention block of this layer shape whose `in_proj_weight` starts as `init`.
+    fn attention(&self, init: InProjInit) -> AttentionConfig {
+        AttentionConfig {
+            d: self.d,
+            num_heads: self.num_heads,
+            dropout: self.dropout,
+            in_proj_init: init,
+            out_proj: LinearOpts {
+                bias: self.attn_out_bias,
+                ..self.linear()
+            },
+        }
+    }
 }
 
 /// `tensor + pos`, or `tensor` when there is no position term.
@@ -42,7 +63,7 @@ fn dropout(x: Tensor, p: f64, train: bool) -> Tensor {
 
 /// `nn.LayerNorm(d)` (eps 1e-5), or the identity under `no_norm`.
 #[derive(Debug)]
-pub struct Norm(Option<nn::LayerNorm>);
+pub(crate) struct Norm(Option<nn::LayerNorm>);
 
 impl Norm {
     fn new(p: nn::Path, c: &LayerConfig) -> Self {
@@ -76,8 +97,8 @@ struct FeedForward {
 impl FeedForward {
     fn new(p: &nn::Path, c: &LayerConfig) -> Self {
         Self {
-            linear1: linear(p / "linear1", c.d, c.hidden, true, c.no_norm),
-            linear2: linear(p / "linear2", c.hidden, c.d, true, c.no_norm),
+            linear1: linear(p / "linear1", c.d, c.hidden, c.linear()),
+            linear2: linear(p / "linear2", c.hidden, c.d, c.linear()),
         }
     }
 
@@ -102,7 +123,7 @@ fn attention_params(a: &MultiheadAttention) -> Vec<&Tensor> {
 
 /// `body.encoder.layers.{L}`: pre-norm self-attention and feed-forward.
 #[derive(Debug)]
-pub struct EncoderLayer {
+pub(crate) struct EncoderLayer {
     self_attn: MultiheadAttention,
     ff: FeedForward,
     norm1: Norm,
@@ -113,16 +134,11 @@ pub struct EncoderLayer {
 impl EncoderLayer {
     /// One encoder layer; its `in_proj_weight` gets `kaiming_uniform_(a = √5)` as in the
     /// official code.
-    pub fn new(p: nn::Path, c: &LayerConfig) -> Self {
+    pub(crate) fn new(p: nn::Path, c: &LayerConfig) -> Self {
         Self {
             self_attn: MultiheadAttention::new(
                 &p / "self_attn",
-                c.d,
-                c.num_heads,
-                c.dropout,
-                InProjInit::KaimingUniformA5,
-                c.attn_out_bias,
-                c.no_norm,
+                &c.attention(InProjInit::KaimingUniformA5),
             ),
             ff: FeedForward::new(&p, c),
             norm1: Norm::new(&p / "norm1", c),
@@ -132,7 +148,7 @@ impl EncoderLayer {
     }
 
     /// x ← x + Attn(LN1(x) (+pos), LN1(x) (+pos), LN1(x)); x ← x + FFN(LN2(x)).
-    pub fn forward(&self, src: &Tensor, pos: Option<&Tensor>, train: bool) -> Tensor {
+    pub(crate) fn forward(&self, src: &Tensor, pos: Option<&Tensor>, train: bool) -> Tensor {
         let s2 = src.apply(&self.norm1);
         let qk = with_pos(&s2, pos);
         let a = self.self_attn.forward(&qk, &qk, &s2, train);
@@ -146,12 +162,12 @@ impl EncoderLayer {
     }
 
     /// Selects how the attention is computed.
-    pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
+    pub(crate) fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
         self.self_attn.kernel = kernel;
     }
 
     /// Every parameter, in a fixed order (used to clone layer 0 into the others).
-    pub fn params(&self) -> Vec<&Tensor> {
+    pub(crate) fn params(&self) -> Vec<&Tensor> {
         let mut v = attention_params(&self.self_attn);
         v.extend(self.ff.params());
         v.extend(self.norm1.params());
@@ -163,7 +179,7 @@ impl EncoderLayer {
 /// `body.decoder.layers.{L}`: pre-norm self-attention, cross-attention to the encoder output
 /// and feed-forward, with the task embedding added to queries (and self-attention keys).
 #[derive(Debug)]
-pub struct DecoderLayer {
+pub(crate) struct DecoderLayer {
     self_attn: MultiheadAttention,
     multihead_attn: MultiheadAttention,
     ff: FeedForward,
@@ -175,18 +191,9 @@ pub struct DecoderLayer {
 
 impl DecoderLayer {
     /// One decoder layer (attentions keep `nn.MultiheadAttention`'s xavier initialisation).
-    pub fn new(p: nn::Path, c: &LayerConfig) -> Self {
-        let mha = |name: &str| {
-            MultiheadAttention::new(
-                &p / name,
-                c.d,
-                c.num_heads,
-                c.dropout,
-                InProjInit::XavierUniform,
-                c.attn_out_bias,
-                c.no_norm,
-            )
-        };
+    pub(crate) fn new(p: nn::Path, c: &LayerConfig) -> Self {
+        let attention = c.attention(InProjInit::XavierUniform);
+        let mha = |name: &str| MultiheadAttention::new(&p / name, &attention);
         Self {
             self_attn: mha("self_attn"),
             multihead_attn: mha("multihead_attn"),
@@ -198,10 +205,10 @@ impl DecoderLayer {
         }
     }
 
-    /// Spec §1.6: self-attention on LN1(tgt) with the task embedding on q and k;
+    /// Self-attention on LN1(tgt) with the task embedding on q and k;
     /// cross-attention from LN2(tgt) + task embedding to the raw `memory` (+pos on keys);
     /// feed-forward on LN3(tgt); each with a residual.
-    pub fn forward(
+    pub(crate) fn forward(
         &self,
         tgt: &Tensor,
         memory: &Tensor,
@@ -230,13 +237,13 @@ impl DecoderLayer {
     }
 
     /// Selects how both attentions are computed.
-    pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
+    pub(crate) fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
         self.self_attn.kernel = kernel;
         self.multihead_attn.kernel = kernel;
     }
 
     /// Every parameter, in a fixed order (used to clone layer 0 into the others).
-    pub fn params(&self) -> Vec<&Tensor> {
+    pub(crate) fn params(&self) -> Vec<&Tensor> {
         let mut v = attention_params(&self.self_attn);
         v.extend(attention_params(&self.multihead_attn));
         v.extend(self.ff.params());
@@ -248,7 +255,8 @@ impl DecoderLayer {
 }
 
 /// Copies every parameter of `layers[0]` into the other layers, so that the stack starts as
-/// deep copies of one initialised layer (DETR's `_get_clones`, spec §1.10).
+/// deep copies of one initialised layer (DETR's `_get_clones`, which the official
+/// `model/ipt.py` copies).
 fn clone_first<'a>(params: impl Fn(usize) -> Vec<&'a Tensor>, n: usize) {
     if n < 2 {
         return;
@@ -265,14 +273,14 @@ fn clone_first<'a>(params: impl Fn(usize) -> Vec<&'a Tensor>, n: usize) {
 
 /// `body.encoder`: `num_layers` encoder layers, no final norm.
 #[derive(Debug)]
-pub struct Encoder {
+pub(crate) struct Encoder {
     /// `body.encoder.layers.{L}`.
-    pub layers: Vec<EncoderLayer>,
+    pub(crate) layers: Vec<EncoderLayer>,
 }
 
 impl Encoder {
     /// `n` identical copies of one freshly initialised layer.
-    pub fn new(p: nn::Path, c: &LayerConfig, n: usize) -> Self {
+    pub(crate) fn new(p: nn::Path, c: &LayerConfig, n: usize) -> Self {
         let lp = &p / "layers";
         let layers: Vec<EncoderLayer> = (0..n).map(|l| EncoderLayer::new(&lp / l, c)).collect();
         clone_first(|l| layers[l].params(), n);
@@ -280,7 +288,7 @@ impl Encoder {
     }
 
     /// Runs the layers in order; `pos` is passed to each (only with `pos_every`).
-    pub fn forward(&self, src: &Tensor, pos: Option<&Tensor>, train: bool) -> Tensor {
+    pub(crate) fn forward(&self, src: &Tensor, pos: Option<&Tensor>, train: bool) -> Tensor {
         self.layers.iter().fold(src.shallow_clone(), |x, layer| {
             layer.forward(&x, pos, train)
         })
@@ -289,14 +297,14 @@ impl Encoder {
 
 /// `body.decoder`: `num_layers` decoder layers, no final norm.
 #[derive(Debug)]
-pub struct Decoder {
+pub(crate) struct Decoder {
     /// `body.decoder.layers.{L}`.
-    pub layers: Vec<DecoderLayer>,
+    pub(crate) layers: Vec<DecoderLayer>,
 }
 
 impl Decoder {
     /// `n` identical copies of one freshly initialised layer.
-    pub fn new(p: nn::Path, c: &LayerConfig, n: usize) -> Self {
+    pub(crate) fn new(p: nn::Path, c: &LayerConfig, n: usize) -> Self {
         let lp = &p / "layers";
         let layers: Vec<DecoderLayer> = (0..n).map(|l| DecoderLayer::new(&lp / l, c)).collect();
         clone_first(|l| layers[l].params(), n);
@@ -305,7 +313,7 @@ impl Decoder {
 
     /// Runs the layers in order against the fixed `memory`; the same `query_pos` (task
     /// embedding) enters every layer.
-    pub fn forward(
+    pub(crate) fn forward(
         &self,
         tgt: &Tensor,
         memory: &Tensor,

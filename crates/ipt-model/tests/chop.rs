@@ -1,5 +1,5 @@
 //! Whole-image inference (`forward_chop`, self-ensemble) against mock models whose output is
-//! known exactly (IPT-SPEC §3.2, §3.3, §3.8).
+//! known exactly (official `model/__init__.py`: `forward_chop`, `forward_x8`).
 
 use std::collections::HashMap;
 
@@ -50,7 +50,7 @@ fn nearest_neighbour_mock_is_reproduced_exactly() {
 
 #[test]
 fn tag_map_matches_the_official_assembly() {
-    // IPT-SPEC §3.8: each model call returns a constant per group; 100×77, s = 1.
+    // Tag map: each model call returns a constant per group; 100×77, s = 1.
     let tag = |g: WindowGroup| -> f64 {
         match g {
             WindowGroup::Corner => 5.0,
@@ -102,7 +102,7 @@ fn content_mock(b: &Tensor, s: i64) -> Tensor {
     upsample_nn(b, s) + b.mean_dim([1i64, 2, 3].as_slice(), true, None) * 0.5
 }
 
-/// Deliberately naive reference of the official assembly (IPT-SPEC §3.2), pixel by pixel in f64.
+/// Deliberately naive reference of the official assembly (official `forward_chop`, `cut_h`, `cut_w`), pixel by pixel in f64.
 fn naive_chop(x: &Tensor, s: usize) -> Vec<f64> {
     let (h, w) = (x.size()[2] as usize, x.size()[3] as usize);
     let (p, t) = (48usize, 12usize);

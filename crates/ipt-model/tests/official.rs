@@ -5,8 +5,8 @@
 
 use std::path::PathBuf;
 
-use ipt_model::attention::AttentionKernel;
 use ipt_model::checkpoint::{self, InferOptions};
+use ipt_model::AttentionKernel;
 use ipt_model::IptConfig;
 use tch::{Device, Tensor};
 

@@ -1,5 +1,5 @@
-//! The variable names and shapes of the base model equal the official state dict (spec §2.1),
-//! and the key and parameter counts equal those of the official code (spec §2.1, §2.2).
+//! The variable names and shapes of the base model equal the official state dict (enumerated from the official `model/ipt.py`),
+//! and the key and parameter counts equal those of the official code (of the official `model/ipt.py`).
 
 use std::collections::BTreeMap;
 

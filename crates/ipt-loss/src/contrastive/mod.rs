@@ -1,4 +1,4 @@
-//! The patch contrastive term of the pre-training loss (spec §4.1–4.2), in two forms:
+//! The patch contrastive term of the pre-training loss (paper Section 3.2, Eq. 5; MindSpore `research/cv/IPT/src/loss.py`), in two forms:
 //!
 //! - [`ContrastiveVariant::SupCon`]: what the official MindSpore training code computes (`SupConLoss`,
 //!   contrast mode "all"): every token is an anchor, the other tokens of its image are its positives, the tokens

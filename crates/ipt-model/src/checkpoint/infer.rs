@@ -1,4 +1,4 @@
-//! Inferring an [`IptConfig`] from the keys and shapes of a state dict (spec §8), or reading
+//! Inferring an [`IptConfig`] from the keys and shapes of a state dict (the rules chaiNNer's spandrel also uses for IPT), or reading
 //! it from safetensors metadata.
 
 use std::collections::{BTreeSet, HashMap};
