@@ -1,18 +1,19 @@
 //! `ipt bench-sr`, `ipt bench-denoise`, `ipt bench-derain`: the IPT test protocols.
 //!
-//! Thin: parse arguments, build the method, call `ipt_train::bench`, print the Markdown table
+//! Thin: parse arguments, build the method, call `ipt_eval`, print the Markdown table
 //! on stdout and write the optional CSV/JSON files. See `docs/benchmarks.md`.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::ValueEnum;
-use ipt_model::device::DeviceSpec;
-use ipt_model::restore::RestoreOptions;
-use ipt_train::bench::{
-    self, ipt_method::DEFAULT_CROP_BATCH, report, seed::DEFAULT_NOISE_SEED, BenchOutcome,
-    BenchProgress, DenoiseOptions, IptMethod, Method, SrOptions, WeightsSpec,
+use ipt_eval::denoise::DEFAULT_NOISE_SEED;
+use ipt_eval::{
+    self as bench, report, BenchOutcome, BenchProgress, DenoiseOptions, IptMethod, Method,
+    SrOptions, WeightsSpec,
 };
+use ipt_model::device::DeviceSpec;
+use ipt_model::restore::{RestoreOptions, DEFAULT_CROP_BATCH};
 
 /// The three benchmark subcommands (flattened into `ipt`'s command list).
 #[derive(clap::Subcommand)]
@@ -215,7 +216,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use clap::Parser;
-    use ipt_train::bench::{denoise, sr};
+    use ipt_eval::{denoise, sr};
 
     #[derive(Parser)]
     struct Cli {

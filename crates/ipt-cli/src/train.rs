@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ipt_train::{ExperimentConfig, Mode, RunOptions};
+use ipt_train::{DataRoots, ExperimentConfig, Mode, RunOptions};
 
 /// Arguments of `ipt pretrain` / `ipt finetune`.
 #[derive(clap::Args)]
@@ -22,6 +22,14 @@ pub struct Args {
     /// No progress bar or log lines (metrics.jsonl is still written).
     #[arg(long)]
     pub quiet: bool,
+    /// What `${IPT_DATA}` stands for in the config's paths (the benchmark sets)
+    /// [default: $IPT_DATA, else data/benchmark].
+    #[arg(long, value_name = "DIR")]
+    pub data_root: Option<PathBuf>,
+    /// What `${IPT_TRAIN_DATA}` stands for in the config's paths (training images)
+    /// [default: $IPT_TRAIN_DATA, else data/train].
+    #[arg(long, value_name = "DIR")]
+    pub train_data: Option<PathBuf>,
 }
 
 fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
@@ -35,6 +43,7 @@ fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
         mode,
         stop_after: args.stop_after,
         verbose: !args.quiet,
+        roots: DataRoots::resolve(args.data_root.as_deref(), args.train_data.as_deref()),
     };
     let summary = ipt_train::train(&cfg, &opts)
         .with_context(|| format!("training run {} failed", args.config.display()))?;

@@ -1,4 +1,5 @@
-//! Where the shared test data lives.
+//! Where the shared test data lives (for tests, benches and examples: the `../shared/datasets`
+//! folder beside the workspace, or `IPT_DATA`).
 
 use std::path::PathBuf;
 
@@ -19,25 +20,4 @@ pub fn dataset_root() -> Option<PathBuf> {
     } else {
         None
     }
-}
-
-/// The sorted image files (png, jpg, jpeg, bmp, tif, tiff, webp) directly inside `dir`.
-pub fn list_images(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(|e| e.to_ascii_lowercase());
-        if matches!(
-            ext.as_deref(),
-            Some("png" | "jpg" | "jpeg" | "bmp" | "tif" | "tiff" | "webp")
-        ) && path.is_file()
-        {
-            out.push(path);
-        }
-    }
-    out.sort();
-    Ok(out)
 }

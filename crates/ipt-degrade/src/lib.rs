@@ -8,7 +8,11 @@
 //!   EXIF orientation applied) and writing 8- and 16-bit PNG.
 //! - [`resize`]: MATLAB-exact bicubic `imresize` (antialiased when shrinking, symmetric mirror
 //!   borders), `modcrop`.
-//! - [`quantize()`]: MATLAB's `uint8` conversion (round half away from zero, saturate to 0–255).
+//! - [`files`]: which files are images ([`files::IMAGE_EXTENSIONS`]), listing them, and writing
+//!   files atomically.
+//! - [`quantize()`]: MATLAB's `uint8` conversion (round half away from zero, saturate to 0–255),
+//!   the workspace's one rounding rule for pixel values.
+//! - [`seed`]: deriving independent seeds from a base seed.
 //! - [`noise`]: seeded additive Gaussian noise.
 //! - [`rain`]: procedural light-rain streak layers (non-official) and real `rainstreak-*.png` layers.
 //! - [`Task`] and [`synthesize()`]: the six IPT pre-training degradations with their official indices.
@@ -21,11 +25,13 @@
 pub mod crop;
 pub mod data;
 pub mod error;
+pub mod files;
 pub mod io;
 pub mod noise;
 pub mod quantize;
 pub mod rain;
 pub mod resize;
+pub mod seed;
 pub mod synthesize;
 pub mod task;
 

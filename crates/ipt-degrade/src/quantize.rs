@@ -1,4 +1,12 @@
-//! MATLAB's `uint8` conversion.
+//! MATLAB's `uint8` conversion: the workspace's one rounding rule for pixel values.
+//!
+//! Everything that turns floating-point pixels into 8-bit levels uses [`quantize_value`]: the
+//! MATLAB-bicubic LR inputs (MATLAB `imresize` on `uint8` images rounds each pass), 8-bit PNG
+//! output, and the quantization of restored images before PSNR/SSIM (benchmarks and training
+//! validation alike). The rule is MATLAB's (round half away from zero, then saturate), because
+//! the SR test protocol and its LR files come from MATLAB. The official IPT `utility.quantize`
+//! rounds with `torch.round` (half to even); the two differ only for values exactly halfway
+//! between two levels, which a network's `f32` output essentially never produces.
 
 use crate::Image;
 

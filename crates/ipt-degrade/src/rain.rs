@@ -225,9 +225,11 @@ impl RainSource {
     /// Loads every `rainstreak-*` image (PNG, JPEG, BMP, TIFF, WebP) directly inside `dir`, sorted
     /// by name, as single-channel layers. Errors name the folder or the bad file.
     pub fn from_folder(dir: &Path) -> Result<RainSource, DegradeError> {
-        let files = crate::data::list_images(dir).map_err(|source| DegradeError::Io {
-            path: dir.to_path_buf(),
-            source,
+        let files = crate::files::list_images(dir, crate::files::Depth::Flat).map_err(|e| {
+            DegradeError::Io {
+                path: e.path,
+                source: e.source,
+            }
         })?;
         let mut layers = Vec::new();
         for path in files {

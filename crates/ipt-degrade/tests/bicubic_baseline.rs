@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use ipt_degrade::data::{dataset_root, list_images};
+use ipt_degrade::data::dataset_root;
+use ipt_degrade::files::{list_images, Depth};
 use ipt_degrade::io::read_image;
 use ipt_degrade::{imresize, modcrop, quantize};
 use ipt_metrics::{psnr_y, psnr_y_bt601, ssim_y, SetMean};
@@ -37,7 +38,7 @@ struct Row {
 }
 
 fn evaluate(dir: &Path, s: usize) -> Row {
-    let files = list_images(dir).expect("list benchmark folder");
+    let files = list_images(dir, Depth::Flat).expect("list benchmark folder");
     let (mut p, mut pb, mut ss) = (SetMean::new(), SetMean::new(), SetMean::new());
     let (mut pr, mut sr_) = (SetMean::new(), SetMean::new());
     for f in &files {

@@ -1,5 +1,10 @@
-//! Where the benchmark sets live: the `--data-root` flag, else the `IPT_DATA` environment
-//! variable, else `data/benchmark` (relative to the working directory).
+//! Where the data lives.
+//!
+//! - Benchmark sets: the `--data-root` flag, else the `IPT_DATA` environment variable, else
+//!   `data/benchmark` (relative to the working directory).
+//! - Training images: the `--train-data` flag of `ipt pretrain|finetune`, else `IPT_TRAIN_DATA`,
+//!   else `data/train`. Experiment configs name folders under either root as
+//!   `${IPT_DATA}/Set5` or `${IPT_TRAIN_DATA}/T91` (see `ipt_train::config`).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -10,6 +15,12 @@ pub const DATA_ENV: &str = "IPT_DATA";
 
 /// The data root used when neither the flag nor `IPT_DATA` is set (EDSR's `benchmark/` folder).
 pub const DEFAULT_DATA_ROOT: &str = "data/benchmark";
+
+/// Environment variable that names the training-data root when no flag is given.
+pub const TRAIN_DATA_ENV: &str = "IPT_TRAIN_DATA";
+
+/// The training-data root used when neither the flag nor `IPT_TRAIN_DATA` is set.
+pub const DEFAULT_TRAIN_ROOT: &str = "data/train";
 
 /// How the data root was chosen (reported in messages so users know which setting won).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +57,19 @@ pub fn resolve_data_root(flag: Option<&Path>) -> DataRoot {
     resolve_data_root_with(flag, std::env::var_os(DATA_ENV))
 }
 
+/// The training-data root: `flag`, else `IPT_TRAIN_DATA`, else [`DEFAULT_TRAIN_ROOT`] (the
+/// returned source says which; its `Flag` means `--train-data`).
+pub fn resolve_train_root(flag: Option<&Path>) -> DataRoot {
+    resolve_with(flag, std::env::var_os(TRAIN_DATA_ENV), DEFAULT_TRAIN_ROOT)
+}
+
 /// Pure form of [`resolve_data_root`]: the flag wins, then a non-empty `env` value, then
 /// [`DEFAULT_DATA_ROOT`].
 pub fn resolve_data_root_with(flag: Option<&Path>, env: Option<OsString>) -> DataRoot {
+    resolve_with(flag, env, DEFAULT_DATA_ROOT)
+}
+
+fn resolve_with(flag: Option<&Path>, env: Option<OsString>, default: &str) -> DataRoot {
     if let Some(path) = flag {
         return DataRoot {
             path: path.to_path_buf(),
@@ -61,7 +82,7 @@ pub fn resolve_data_root_with(flag: Option<&Path>, env: Option<OsString>) -> Dat
             source: RootSource::Env,
         },
         _ => DataRoot {
-            path: PathBuf::from(DEFAULT_DATA_ROOT),
+            path: PathBuf::from(default),
             source: RootSource::Default,
         },
     }

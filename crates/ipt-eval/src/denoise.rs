@@ -4,24 +4,27 @@
 //! 1. The clean image is read as RGB at full size (no crop).
 //! 2. The input is `clamp(clean + σ·n, 0, 255)`, `n ~ N(0, 1)` per value, **not rounded**
 //!    (the official code), drawn from the image's own generator
-//!    ([`noise_rng`](super::seed::noise_rng): seeded from `--seed`, the set, the image name and
-//!    σ, so each image's noise is the same whatever else runs).
+//!    ([`ipt_degrade::seed::noise_rng`]: seeded from `--seed`, the set, the image name and σ, so
+//!    each image's noise is the same whatever else runs).
 //! 3. The method restores the whole image; the output is quantized.
 //! 4. PSNR on Y (IPT convention, the paper's numbers) and PSNR on RGB (the SwinIR protocol,
 //!    which re-tested IPT this way), both with shave 0; SSIM on Y.
 
 use ipt_degrade::io::read_image;
 use ipt_degrade::noise::{add_gaussian_noise, NoiseOptions};
+use ipt_degrade::seed::noise_rng;
 use ipt_degrade::Image;
 
-use super::data_root::DataRoot;
-use super::layout::{discover_sets, BenchSet};
-use super::method::{Job, Method};
-use super::progress::BenchProgress;
-use super::report::{BenchOutcome, BenchTask, Cell};
-use super::runner::{check_limit, evaluate_image, run_cell};
-use super::seed::{noise_rng, DEFAULT_NOISE_SEED};
-use super::BenchError;
+use crate::data_root::DataRoot;
+use crate::layout::find_sets;
+use crate::method::Method;
+use crate::progress::BenchProgress;
+use crate::protocol::run_grid;
+use crate::report::{BenchOutcome, BenchTask};
+use crate::{BenchError, Job};
+
+/// The default base seed (`--seed`), as in the official test script (`torch.manual_seed(1)`).
+pub const DEFAULT_NOISE_SEED: u64 = 1;
 
 /// The sets of IPT's denoising table.
 pub const DEFAULT_DENOISE_SETS: &[&str] = &["CBSD68", "Urban100"];
@@ -74,66 +77,22 @@ pub fn run_denoise(
     method: &mut Method,
     progress: &BenchProgress,
 ) -> Result<BenchOutcome, BenchError> {
-    for &sigma in &opts.sigmas {
-        method.check(Job::Denoise(sigma))?;
-    }
-    check_limit(opts.limit)?;
-    let discovery = discover_sets(root, &opts.sets)?;
-    let sets: Vec<BenchSet> = discovery
-        .found
-        .into_iter()
-        .map(|s| s.truncated(opts.limit))
-        .collect();
-    let mut cells = Vec::new();
-    let mut images = Vec::new();
-    for &sigma in &opts.sigmas {
-        for name in &opts.sets {
-            let Some(set) = sets.iter().find(|s| &s.name == name) else {
-                cells.push(Cell {
-                    set: name.clone(),
-                    scale: 1,
-                    sigma: Some(sigma),
-                    result: None,
-                });
-                continue;
-            };
-            let label = format!("{} s{sigma}", set.name);
-            let (result, rows) = run_cell(
-                &label,
-                (&set.name, 1, Some(sigma)),
-                &set.images,
-                progress,
-                |image| {
-                    let clean = read_image(&image.hr)?;
-                    let noisy = noisy_input(&clean, &set.name, &image.name, sigma, opts.seed);
-                    evaluate_image(
-                        method,
-                        Job::Denoise(sigma),
-                        (&set.name, &image.name),
-                        &noisy,
-                        &clean,
-                        &image.hr.display().to_string(),
-                        progress,
-                    )
-                },
-            )?;
-            cells.push(Cell {
-                set: name.clone(),
-                scale: 1,
-                sigma: Some(sigma),
-                result: Some(result),
-            });
-            images.extend(rows);
-        }
-    }
-    progress.finish();
-    Ok(BenchOutcome {
-        task: BenchTask::Denoise,
-        model: method.name(),
-        cells,
-        images,
-        missing: discovery.missing,
-    })
+    let jobs: Vec<Job> = opts.sigmas.iter().map(|&s| Job::Denoise(s)).collect();
+    let found = find_sets(root, &opts.sets, opts.limit)?;
+    run_grid(
+        BenchTask::Denoise,
+        &jobs,
+        &found.slots(),
+        found.missing.clone(),
+        method,
+        progress,
+        |set, image, job| {
+            let clean = read_image(&image.hr)?;
+            let sigma = job.sigma().unwrap_or_default();
+            let noisy = noisy_input(&clean, &set.name, &image.name, sigma, opts.seed);
+            Ok(image.pair(noisy, clean))
+        },
+    )
 }
 
 #[cfg(test)]

@@ -5,13 +5,51 @@
 
 use ipt_degrade::io::read_image;
 
-use super::data_root::DataRoot;
-use super::method::{Job, Method};
-use super::progress::BenchProgress;
-use super::rain_pairs::{find_rain100l, RAIN100L};
-use super::report::{BenchOutcome, BenchTask, Cell};
-use super::runner::{check_limit, evaluate_image, run_cell};
-use super::BenchError;
+use crate::data_root::DataRoot;
+use crate::method::Method;
+use crate::progress::BenchProgress;
+use crate::protocol::{check_limit, run_grid, EvalSet, Pair};
+use crate::rain_pairs::{find_rain100l, RainPair, RAIN100L};
+use crate::report::{BenchOutcome, BenchTask};
+use crate::{BenchError, Job};
+
+/// The Rain100L pairs found under the data root.
+struct Rain100L(Vec<RainPair>);
+
+impl EvalSet for Rain100L {
+    type Item = RainPair;
+
+    fn name(&self) -> &str {
+        RAIN100L
+    }
+
+    fn items(&self) -> &[RainPair] {
+        &self.0
+    }
+}
+
+/// The (rainy, clean) images of `pair`, which must have the same size.
+pub fn rain_pair(pair: &RainPair) -> Result<Pair, BenchError> {
+    let rainy = read_image(&pair.rainy)?;
+    let clean = read_image(&pair.clean)?;
+    if rainy.dim() != clean.dim() {
+        return Err(BenchError::Shape {
+            path: pair.rainy.clone(),
+            reason: format!(
+                "shape {:?} differs from its clean image {} {:?}",
+                rainy.dim(),
+                pair.clean.display(),
+                clean.dim()
+            ),
+        });
+    }
+    Ok(Pair {
+        name: pair.name.clone(),
+        path: pair.rainy.display().to_string(),
+        input: rainy,
+        target: clean,
+    })
+}
 
 /// Runs the deraining benchmark with `method` on `<root>/Rain100L`, at most `limit` pairs.
 pub fn run_derain(
@@ -38,47 +76,14 @@ pub fn run_derain(
     if let Some(n) = limit {
         pairing.pairs.truncate(n);
     }
-    let (result, rows) = run_cell(
-        RAIN100L,
-        (RAIN100L, 1, None),
-        &pairing.pairs,
+    let set = Rain100L(pairing.pairs);
+    run_grid(
+        BenchTask::Derain,
+        &[Job::Derain],
+        &[(RAIN100L, Some(&set))],
+        vec![],
+        method,
         progress,
-        |pair| {
-            let rainy = read_image(&pair.rainy)?;
-            let clean = read_image(&pair.clean)?;
-            if rainy.dim() != clean.dim() {
-                return Err(BenchError::Shape {
-                    path: pair.rainy.clone(),
-                    reason: format!(
-                        "shape {:?} differs from its clean image {} {:?}",
-                        rainy.dim(),
-                        pair.clean.display(),
-                        clean.dim()
-                    ),
-                });
-            }
-            evaluate_image(
-                method,
-                Job::Derain,
-                (RAIN100L, &pair.name),
-                &rainy,
-                &clean,
-                &pair.rainy.display().to_string(),
-                progress,
-            )
-        },
-    )?;
-    progress.finish();
-    Ok(BenchOutcome {
-        task: BenchTask::Derain,
-        model: method.name(),
-        cells: vec![Cell {
-            set: RAIN100L.into(),
-            scale: 1,
-            sigma: None,
-            result: Some(result),
-        }],
-        images: rows,
-        missing: vec![],
-    })
+        |_, pair, _| rain_pair(pair),
+    )
 }

@@ -31,13 +31,8 @@ pub enum BenchError {
         reason: String,
     },
     /// Listing a directory failed.
-    #[error("cannot read directory {path}: {source}")]
-    ReadDir {
-        /// The directory.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    List(#[from] ipt_degrade::files::ListError),
     /// Reading an image failed.
     #[error(transparent)]
     Image(#[from] ipt_degrade::DegradeError),

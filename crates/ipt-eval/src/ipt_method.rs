@@ -20,11 +20,8 @@ use ipt_model::restore::{restore_image, windows_for, RestoreOptions};
 use ipt_model::{Ipt, IptConfig};
 use tch::{nn, Device};
 
-use super::method::Job;
-use super::BenchError;
-
-/// The official number of windows per model call.
-pub const DEFAULT_CROP_BATCH: usize = 64;
+use crate::job::Job;
+use crate::BenchError;
 
 /// One `--weights` argument: `FILE` or `TASK=FILE`.
 #[derive(Debug, Clone, PartialEq, Eq)]

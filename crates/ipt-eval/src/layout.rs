@@ -10,11 +10,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::data_root::DataRoot;
-use super::BenchError;
+use ipt_degrade::files::{self, Depth};
+use ipt_degrade::Image;
 
-/// File extensions accepted as images (what `ipt_degrade::io::read_image` decodes).
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "bmp", "jpg", "jpeg", "tif", "tiff", "webp"];
+use crate::data_root::DataRoot;
+use crate::protocol::{check_limit, EvalSet, Pair, SetSlot};
+use crate::BenchError;
 
 /// How a set's files are arranged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +69,30 @@ impl BenchSet {
             self.images.truncate(n);
         }
         self
+    }
+}
+
+impl BenchImage {
+    /// This image's (input, target) pair for a protocol.
+    pub fn pair(&self, input: Image, target: Image) -> Pair {
+        Pair {
+            name: self.name.clone(),
+            path: self.hr.display().to_string(),
+            input,
+            target,
+        }
+    }
+}
+
+impl EvalSet for BenchSet {
+    type Item = BenchImage;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn items(&self) -> &[BenchImage] {
+        &self.images
     }
 }
 
@@ -129,33 +154,9 @@ fn candidate_dirs(root: &Path, name: &str) -> Vec<PathBuf> {
     dirs
 }
 
-/// True when `path` has one of [`IMAGE_EXTENSIONS`] (case-insensitive).
-pub fn is_image_file(path: &Path) -> bool {
-    path.is_file()
-        && path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-}
-
 /// The images directly inside `dir`, sorted by file name.
 pub fn list_images(dir: &Path) -> Result<Vec<BenchImage>, BenchError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| BenchError::ReadDir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let mut paths = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| BenchError::ReadDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = entry.path();
-        if is_image_file(&path) {
-            paths.push(path);
-        }
-    }
-    paths.sort();
+    let paths = files::list_images(dir, Depth::Flat)?;
     Ok(paths
         .into_iter()
         .map(|hr| BenchImage {
@@ -230,10 +231,50 @@ pub fn discover_sets(root: &DataRoot, names: &[String]) -> Result<Discovery, Ben
     Ok(Discovery { found, missing })
 }
 
+/// The sets `names` under `root` ([`discover_sets`]), each cut to its first `limit` images.
+pub fn find_sets(
+    root: &DataRoot,
+    names: &[String],
+    limit: Option<usize>,
+) -> Result<FoundSets, BenchError> {
+    check_limit(limit)?;
+    let discovery = discover_sets(root, names)?;
+    Ok(FoundSets {
+        names: names.to_vec(),
+        found: discovery
+            .found
+            .into_iter()
+            .map(|s| s.truncated(limit))
+            .collect(),
+        missing: discovery.missing,
+    })
+}
+
+/// The requested sets of a benchmark run, found or missing.
+#[derive(Debug, Clone)]
+pub struct FoundSets {
+    /// The requested names, in display order.
+    pub names: Vec<String>,
+    /// The sets found (each truncated to the image limit).
+    pub found: Vec<BenchSet>,
+    /// The sets not found.
+    pub missing: Vec<MissingSet>,
+}
+
+impl FoundSets {
+    /// Every requested set in order, with the set when it was found.
+    pub fn slots(&self) -> Vec<SetSlot<'_, BenchSet>> {
+        self.names
+            .iter()
+            .map(|n| (n.as_str(), self.found.iter().find(|s| &s.name == n)))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::data_root::RootSource;
     use super::*;
+    use crate::data_root::RootSource;
 
     fn touch(path: &Path) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -3,44 +3,11 @@
 
 use indicatif::ProgressBar;
 use ipt_degrade::resize::imresize_uint8;
-use ipt_degrade::{Image, Task};
+use ipt_degrade::Image;
 
-use super::ipt_method::IptMethod;
-use super::BenchError;
-
-/// What the method is asked to undo for one image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Job {
-    /// Upscale a bicubic-downscaled image by this factor.
-    Sr(usize),
-    /// Remove Gaussian noise of this standard deviation (0–255 scale).
-    Denoise(u32),
-    /// Remove rain streaks.
-    Derain,
-}
-
-impl Job {
-    /// The IPT task that performs this job, if there is one (SR ×2/×3/×4, σ 30/50, derain).
-    pub fn task(self) -> Option<Task> {
-        match self {
-            Job::Sr(2) => Some(Task::Sr2),
-            Job::Sr(3) => Some(Task::Sr3),
-            Job::Sr(4) => Some(Task::Sr4),
-            Job::Denoise(30) => Some(Task::Denoise30),
-            Job::Denoise(50) => Some(Task::Denoise50),
-            Job::Derain => Some(Task::Derain),
-            _ => None,
-        }
-    }
-
-    /// Output size factor.
-    pub fn scale(self) -> usize {
-        match self {
-            Job::Sr(s) => s,
-            _ => 1,
-        }
-    }
-}
+use crate::ipt_method::IptMethod;
+use crate::job::Job;
+use crate::BenchError;
 
 /// A restoration method.
 pub enum Method {
@@ -99,17 +66,6 @@ impl Method {
 mod tests {
     use super::*;
     use ndarray::Array3;
-
-    #[test]
-    fn jobs_map_to_tasks() {
-        assert_eq!(Job::Sr(3).task(), Some(Task::Sr3));
-        assert_eq!(Job::Sr(8).task(), None);
-        assert_eq!(Job::Denoise(50).task(), Some(Task::Denoise50));
-        assert_eq!(Job::Denoise(25).task(), None);
-        assert_eq!(Job::Derain.task(), Some(Task::Derain));
-        assert_eq!(Job::Sr(4).scale(), 4);
-        assert_eq!(Job::Denoise(30).scale(), 1);
-    }
 
     #[test]
     fn bicubic_and_identity() {

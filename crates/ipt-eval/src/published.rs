@@ -1,7 +1,7 @@
 //! Published reference numbers printed next to ours.
 //!
 //! - IPT: the paper's Table 1 (SR), Table 2 (colour denoising) and the Rain100L figure, as
-//!   reproduced in the official PyTorch README (spec §5). All are PSNR on the Y channel
+//!   reproduced in the official PyTorch README (paper Tables 1–4). All are PSNR on the Y channel
 //!   (IPT convention, see `ipt_metrics::psnr_y`), shave = scale for SR and 0 otherwise.
 //! - Bicubic: the row most SR papers print (EDSR, RCAN, SwinIR), taken from the RCAN-tf README
 //!   (see `shared/datasets/README.md`): MATLAB `imresize` down and up, PSNR/SSIM on MATLAB

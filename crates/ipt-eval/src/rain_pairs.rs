@@ -13,8 +13,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::layout::is_image_file;
-use super::BenchError;
+use ipt_degrade::files::{self, Depth};
+
+use crate::BenchError;
 
 /// The folder name of the set under the data root.
 pub const RAIN100L: &str = "Rain100L";
@@ -79,33 +80,10 @@ pub fn classify(path: &Path) -> Option<(RainRole, String)> {
     }
 }
 
-fn collect_images(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), BenchError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| BenchError::ReadDir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    for entry in entries {
-        let path = entry
-            .map_err(|source| BenchError::ReadDir {
-                path: dir.to_path_buf(),
-                source,
-            })?
-            .path();
-        if path.is_dir() && depth > 0 {
-            collect_images(&path, depth - 1, out)?;
-        } else if is_image_file(&path) {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
 /// Pairs the rainy and clean images found under `dir`. Two files with the same role and key
 /// are ambiguous and rejected.
 pub fn pair_rain_files(dir: &Path) -> Result<RainPairing, BenchError> {
-    let mut files = Vec::new();
-    collect_images(dir, 2, &mut files)?;
-    files.sort();
+    let files = files::list_images(dir, Depth::Levels(2))?;
     let mut rainy: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut clean: BTreeMap<String, PathBuf> = BTreeMap::new();
     for path in files {

@@ -14,9 +14,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::layout::MissingSet;
-use super::published::{self, Published};
-use super::BenchError;
+use crate::layout::MissingSet;
+use crate::published::{self, Published};
+use crate::BenchError;
 
 /// Which benchmark a report belongs to (serialised as `"sr"`, `"denoise"`, `"derain"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

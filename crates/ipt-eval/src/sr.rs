@@ -15,13 +15,13 @@ use ipt_degrade::io::read_image;
 use ipt_degrade::resize::imresize_uint8;
 use ipt_degrade::{modcrop, Image};
 
-use super::data_root::DataRoot;
-use super::layout::{discover_sets, BenchImage, BenchSet};
-use super::method::{Job, Method};
-use super::progress::BenchProgress;
-use super::report::{BenchOutcome, BenchTask, Cell};
-use super::runner::{check_limit, evaluate_image, run_cell};
-use super::BenchError;
+use crate::data_root::DataRoot;
+use crate::layout::{find_sets, BenchImage, BenchSet};
+use crate::method::Method;
+use crate::progress::BenchProgress;
+use crate::protocol::run_grid;
+use crate::report::{BenchOutcome, BenchTask};
+use crate::{BenchError, Job};
 
 /// The sets of IPT's SR table.
 pub const DEFAULT_SR_SETS: &[&str] = &["Set5", "Set14", "B100", "Urban100"];
@@ -76,19 +76,24 @@ pub fn sr_pair(
                 .to_owned();
             Ok((lr, hr))
         }
-        None => {
-            let hr = modcrop(&hr, scale);
-            let (_, hh, hw) = hr.dim();
-            if hh == 0 || hw == 0 {
-                return Err(BenchError::Shape {
-                    path: image.hr.clone(),
-                    reason: format!("smaller than the scale {scale}"),
-                });
-            }
-            let lr = imresize_uint8(&hr, 1.0 / scale as f64);
-            Ok((lr, hr))
-        }
+        None => bicubic_pair(&hr, scale).ok_or_else(|| BenchError::Shape {
+            path: image.hr.clone(),
+            reason: format!("smaller than the scale {scale}"),
+        }),
     }
+}
+
+/// The protocol's pair when no LR file is given: HR mod-cropped to a multiple of `scale`, LR =
+/// MATLAB `imresize(HR, 1/scale, 'bicubic')` on the `uint8` image. `None` when the image is
+/// smaller than the scale.
+pub fn bicubic_pair(hr: &Image, scale: usize) -> Option<(Image, Image)> {
+    let hr = modcrop(hr, scale);
+    let (_, hh, hw) = hr.dim();
+    if hh == 0 || hw == 0 {
+        return None;
+    }
+    let lr = imresize_uint8(&hr, 1.0 / scale as f64);
+    Some((lr, hr))
 }
 
 /// Runs the SR benchmark with `method` on the sets found under `root`.
@@ -98,68 +103,23 @@ pub fn run_sr(
     method: &mut Method,
     progress: &BenchProgress,
 ) -> Result<BenchOutcome, BenchError> {
-    for &scale in &opts.scales {
-        if scale < 2 {
-            return Err(BenchError::Unsupported(format!(
-                "SR scale must be at least 2, got {scale}"
-            )));
-        }
-        method.check(Job::Sr(scale))?;
+    if let Some(&scale) = opts.scales.iter().find(|&&s| s < 2) {
+        return Err(BenchError::Unsupported(format!(
+            "SR scale must be at least 2, got {scale}"
+        )));
     }
-    check_limit(opts.limit)?;
-    let discovery = discover_sets(root, &opts.sets)?;
-    let sets: Vec<BenchSet> = discovery
-        .found
-        .into_iter()
-        .map(|s| s.truncated(opts.limit))
-        .collect();
-    let mut cells = Vec::new();
-    let mut images = Vec::new();
-    for &scale in &opts.scales {
-        for name in &opts.sets {
-            let Some(set) = sets.iter().find(|s| &s.name == name) else {
-                cells.push(Cell {
-                    set: name.clone(),
-                    scale,
-                    sigma: None,
-                    result: None,
-                });
-                continue;
-            };
-            let label = format!("{} x{scale}", set.name);
-            let (result, rows) = run_cell(
-                &label,
-                (&set.name, scale, None),
-                &set.images,
-                progress,
-                |image| {
-                    let (lr, hr) = sr_pair(set, image, scale)?;
-                    evaluate_image(
-                        method,
-                        Job::Sr(scale),
-                        (&set.name, &image.name),
-                        &lr,
-                        &hr,
-                        &image.hr.display().to_string(),
-                        progress,
-                    )
-                },
-            )?;
-            cells.push(Cell {
-                set: name.clone(),
-                scale,
-                sigma: None,
-                result: Some(result),
-            });
-            images.extend(rows);
-        }
-    }
-    progress.finish();
-    Ok(BenchOutcome {
-        task: BenchTask::Sr,
-        model: method.name(),
-        cells,
-        images,
-        missing: discovery.missing,
-    })
+    let jobs: Vec<Job> = opts.scales.iter().map(|&s| Job::Sr(s)).collect();
+    let found = find_sets(root, &opts.sets, opts.limit)?;
+    run_grid(
+        BenchTask::Sr,
+        &jobs,
+        &found.slots(),
+        found.missing.clone(),
+        method,
+        progress,
+        |set, image, job| {
+            let (input, target) = sr_pair(set, image, job.scale())?;
+            Ok(image.pair(input, target))
+        },
+    )
 }

@@ -8,18 +8,18 @@ use std::path::{Path, PathBuf};
 use ipt_degrade::io::{read_image, write_png};
 use ipt_degrade::resize::imresize_uint8;
 use ipt_degrade::{modcrop, quantize, Image, Task};
-use ipt_model::restore::RestoreOptions;
-use ipt_train::bench::data_root::{DataRoot, RootSource};
-use ipt_train::bench::denoise::noisy_input;
-use ipt_train::bench::ipt_method::LoadedCheckpoint;
-use ipt_train::bench::report::{write_json, BenchOutcome};
-use ipt_train::bench::{
+use ipt_eval::data_root::{DataRoot, RootSource};
+use ipt_eval::denoise::noisy_input;
+use ipt_eval::ipt_method::LoadedCheckpoint;
+use ipt_eval::report::{write_json, BenchOutcome};
+use ipt_eval::{
     run_denoise, run_derain, run_sr, BenchError, BenchProgress, DenoiseOptions, IptMethod, Job,
     Method, SrOptions, WeightsSpec,
 };
+use ipt_model::restore::RestoreOptions;
 use ndarray::Array3;
 
-/// IPT's Y-PSNR (spec §3.4) written out naively in f64.
+/// IPT's Y-PSNR (official `utility.calc_psnr`) written out naively in f64.
 fn naive_psnr_y(sr: &Image, hr: &Image, shave: usize) -> f64 {
     let w = [65.738, 129.057, 25.064];
     let (_, h, wd) = hr.dim();

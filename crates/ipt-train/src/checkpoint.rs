@@ -14,14 +14,16 @@
 //! `(seed, n)` (see [`crate::data::sampler`] and the trainer), so the step counter is the whole
 //! sampler/RNG state.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
+
+use ipt_degrade::files;
 
 use serde::{Deserialize, Serialize};
 
-/// Errors of writing or reading checkpoints.
+/// Errors of the checkpoint folder: writing, listing or reading its files. (Reading the
+/// weights themselves is `ipt_model::CheckpointError`.)
 #[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
+pub enum CheckpointDirError {
     /// A file system operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -40,8 +42,8 @@ pub enum CheckpointError {
     },
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io {
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointDirError + '_ {
+    move |source| CheckpointDirError::Io {
         path: path.to_path_buf(),
         source,
     }
@@ -87,38 +89,22 @@ impl TrainState {
     }
 }
 
-/// Write a file atomically: `write` fills a temporary path in the same folder (with the same
-/// extension), which is then fsynced and renamed to `path`; the folder is fsynced last.
-pub fn write_atomic<E: std::fmt::Display>(
+/// Write a file atomically ([`ipt_degrade::files::write_atomic`]), as a checkpoint error.
+pub fn write_atomic<E: std::fmt::Display + std::fmt::Debug>(
     path: &Path,
     write: impl FnOnce(&Path) -> Result<(), E>,
-) -> Result<(), CheckpointError> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
-    write(&tmp).map_err(|e| CheckpointError::Invalid {
+) -> Result<(), CheckpointDirError> {
+    files::write_atomic(path, write).map_err(|e| CheckpointDirError::Invalid {
         path: path.to_path_buf(),
-        message: format!("cannot write: {e}"),
-    })?;
-    File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    // Directory fsync makes the rename durable (best effort where unsupported).
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+        message: match e {
+            files::AtomicWriteError::Io { source, .. } => source.to_string(),
+            files::AtomicWriteError::Write { source, .. } => format!("cannot write: {source}"),
+        },
+    })
 }
 
 /// Write bytes atomically (see [`write_atomic`]).
-pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointDirError> {
     write_atomic(path, |tmp| std::fs::write(tmp, bytes))
 }
 
@@ -130,7 +116,7 @@ pub struct CheckpointDir {
 
 impl CheckpointDir {
     /// `<run_dir>/checkpoints`, created if needed.
-    pub fn create(run_dir: &Path) -> Result<Self, CheckpointError> {
+    pub fn create(run_dir: &Path) -> Result<Self, CheckpointDirError> {
         let dir = run_dir.join("checkpoints");
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         Ok(Self { dir })
@@ -157,7 +143,7 @@ impl CheckpointDir {
     }
 
     /// Steps of the complete checkpoints (those with a state file), ascending.
-    pub fn steps(&self) -> Result<Vec<u64>, CheckpointError> {
+    pub fn steps(&self) -> Result<Vec<u64>, CheckpointDirError> {
         let mut steps = Vec::new();
         for entry in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
             let name = entry.map_err(io_err(&self.dir))?.file_name();
@@ -175,14 +161,14 @@ impl CheckpointDir {
     }
 
     /// The latest complete checkpoint, if any: its state and weights/optimizer paths.
-    pub fn latest(&self) -> Result<Option<(TrainState, PathBuf, PathBuf)>, CheckpointError> {
+    pub fn latest(&self) -> Result<Option<(TrainState, PathBuf, PathBuf)>, CheckpointDirError> {
         let Some(&step) = self.steps()?.last() else {
             return Ok(None);
         };
         let (_, _, state_path) = self.files(step);
         let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
         let state: TrainState =
-            serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid {
+            serde_json::from_str(&text).map_err(|e| CheckpointDirError::Invalid {
                 path: state_path.clone(),
                 message: format!("bad checkpoint state: {e}"),
             })?;
@@ -190,7 +176,7 @@ impl CheckpointDir {
         let optim = self.dir.join(&state.optimizer);
         for p in [&weights, &optim] {
             if !p.is_file() {
-                return Err(CheckpointError::Invalid {
+                return Err(CheckpointDirError::Invalid {
                     path: state_path.clone(),
                     message: format!("names {} which does not exist", p.display()),
                 });
@@ -202,23 +188,27 @@ impl CheckpointDir {
     /// Write a checkpoint: `save_weights` and `save_optim` are called with temporary paths
     /// (ending in `.safetensors`), then the state file commits the set. Afterwards only the last
     /// `keep_last` checkpoints are kept.
-    pub fn save<E1: std::fmt::Display, E2: std::fmt::Display>(
+    pub fn save<
+        E1: std::fmt::Display + std::fmt::Debug,
+        E2: std::fmt::Display + std::fmt::Debug,
+    >(
         &self,
         state: &TrainState,
         save_weights: impl FnOnce(&Path) -> Result<(), E1>,
         save_optim: impl FnOnce(&Path) -> Result<(), E2>,
         keep_last: usize,
-    ) -> Result<PathBuf, CheckpointError> {
+    ) -> Result<PathBuf, CheckpointDirError> {
         let (w, o, s) = self.files(state.step);
         write_atomic(&w, save_weights)?;
         write_atomic(&o, save_optim)?;
         let mut state = state.clone();
         state.weights = file_name(&w);
         state.optimizer = file_name(&o);
-        let json = serde_json::to_string_pretty(&state).map_err(|e| CheckpointError::Invalid {
-            path: s.clone(),
-            message: e.to_string(),
-        })?;
+        let json =
+            serde_json::to_string_pretty(&state).map_err(|e| CheckpointDirError::Invalid {
+                path: s.clone(),
+                message: e.to_string(),
+            })?;
         write_bytes_atomic(&s, json.as_bytes())?;
         self.prune(keep_last)?;
         Ok(w)
@@ -226,7 +216,7 @@ impl CheckpointDir {
 
     /// Delete all but the last `keep_last` checkpoints (state file first, so an interrupted prune
     /// never leaves a state file pointing at deleted weights).
-    pub fn prune(&self, keep_last: usize) -> Result<(), CheckpointError> {
+    pub fn prune(&self, keep_last: usize) -> Result<(), CheckpointDirError> {
         let steps = self.steps()?;
         let n_old = steps.len().saturating_sub(keep_last.max(1));
         for &step in &steps[..n_old] {

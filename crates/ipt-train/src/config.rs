@@ -21,8 +21,15 @@
 
 use std::path::{Path, PathBuf};
 
+use ipt_degrade::seed::derive_seed;
 use ipt_degrade::Task;
 use ipt_loss::ContrastiveVariant;
+use ipt_loss::PretrainLoss;
+use ipt_model::device::DeviceSpec;
+use ipt_model::IptConfig;
+
+use crate::data::{ImageSource, SourceError};
+use crate::optim::{Clip, MultiStepLr};
 use serde::{Deserialize, Serialize};
 
 /// Errors from reading or checking a config.
@@ -106,29 +113,96 @@ pub struct ExperimentConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelPreset {
-    /// `IptConfig::tiny`: a few-layer model for tests and the CPU demo.
+    /// [`IptConfig::tiny`]: a few-layer model for tests and the CPU demo.
     Tiny,
-    /// `IptConfig::base`: the paper's model (12+12 layers, d = 576).
+    /// [`IptConfig::small`]: the largest model a 2-core CPU trains usefully in half an hour.
+    Small,
+    /// [`IptConfig::base`]: the paper's model (12+12 layers, d = 576).
     Base,
 }
 
-/// `[model]`.
+/// `[model]`: a preset, and any of its architecture fields changed (the names and meanings of
+/// [`IptConfig`]'s fields, the official `option.py` flags). The task heads and the task
+/// embedding come from `[tasks]`, the input size from `data.patch`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSection {
-    /// `"tiny"` or `"base"`. Default `"base"`.
+    /// `"tiny"`, `"small"` or `"base"`. Default `"base"`.
     pub preset: ModelPreset,
-    /// Field overrides applied to the preset's `IptConfig`, by its field names (e.g.
-    /// `num_layers = 2`). Unknown names are errors. Default: none. The scale list and the number
-    /// of task queries always come from `[tasks]`.
-    pub overrides: toml::Table,
+    /// Feature channels of heads and tails. Default: the preset's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n_feats: Option<usize>,
+    /// Side of one token cut from the feature map. Default: the preset's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_dim: Option<usize>,
+    /// Attention heads (must divide n_feats·patch_dim²). Default: the preset's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_heads: Option<usize>,
+    /// Encoder layers, and also decoder layers. Default: the preset's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_layers: Option<usize>,
+    /// Dropout probability. Default 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f64>,
+    /// No `linear_encoding`, `mlp_head`, `query_embed` (official `--no_mlp`). Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_mlp: Option<bool>,
+    /// Position embedding added in every layer (official `--pos_every`). Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pos_every: Option<bool>,
+    /// No position embedding (official `--no_pos`). Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_pos: Option<bool>,
+    /// No LayerNorm (official `--no_norm`). Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_norm: Option<bool>,
+    /// A bias on the attention output projections (PyTorch 1.5–1.8 checkpoints). Default false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attn_out_bias: Option<bool>,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
         Self {
             preset: ModelPreset::Base,
-            overrides: toml::Table::new(),
+            n_feats: None,
+            patch_dim: None,
+            num_heads: None,
+            num_layers: None,
+            dropout: None,
+            no_mlp: None,
+            pos_every: None,
+            no_pos: None,
+            no_norm: None,
+            attn_out_bias: None,
+        }
+    }
+}
+
+impl ModelSection {
+    /// The network for `tasks` (one head, tail and query each, in this order, recorded in the
+    /// config) on `patch`-pixel inputs: the preset, then the fields set here.
+    pub fn network(&self, tasks: &[Task], patch: usize) -> IptConfig {
+        let scales: Vec<usize> = tasks.iter().map(|t| t.scale()).collect();
+        let base = match self.preset {
+            ModelPreset::Tiny => IptConfig::tiny(&scales),
+            ModelPreset::Small => IptConfig::small(&scales),
+            ModelPreset::Base => IptConfig::base(&scales),
+        };
+        IptConfig {
+            n_feats: self.n_feats.unwrap_or(base.n_feats),
+            patch_size: patch,
+            patch_dim: self.patch_dim.unwrap_or(base.patch_dim),
+            num_heads: self.num_heads.unwrap_or(base.num_heads),
+            num_layers: self.num_layers.unwrap_or(base.num_layers),
+            dropout: self.dropout.unwrap_or(base.dropout),
+            no_mlp: self.no_mlp.unwrap_or(base.no_mlp),
+            pos_every: self.pos_every.unwrap_or(base.pos_every),
+            no_pos: self.no_pos.unwrap_or(base.no_pos),
+            no_norm: self.no_norm.unwrap_or(base.no_norm),
+            attn_out_bias: self.attn_out_bias.unwrap_or(base.attn_out_bias),
+            tasks: Some(tasks.to_vec()),
+            ..base
         }
     }
 }
@@ -340,10 +414,13 @@ pub struct ValidationSection {
     pub every: usize,
     /// Number of held-out images per task. Default 4.
     pub images: usize,
-    /// LR side of each validation image (HR = side·scale). Default 48.
-    pub size: usize,
-    /// Folder of HR validation images (centre crops are used). Default: held-out procedural
-    /// images that never appear in training.
+    /// Input size: an LR side in pixels (images are centre crops of `size·scale`, or
+    /// procedural images of that size), or `"whole"`: each image of `path` whole, degraded by
+    /// the benchmark protocol of its task (SR: mod-crop, MATLAB bicubic ↓s; denoising: the
+    /// seeded benchmark noise). Default 48.
+    pub size: ValidationSize,
+    /// Folder of HR validation images, e.g. `"${IPT_DATA}/Set5"` (see [`DataRoots`]).
+    /// Default: held-out procedural images that never appear in training.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
 }
@@ -353,10 +430,28 @@ impl Default for ValidationSection {
         Self {
             every: 1000,
             images: 4,
-            size: 48,
+            size: ValidationSize::Crop(48),
             path: None,
         }
     }
+}
+
+/// `validation.size`: an LR side in pixels, or `"whole"` images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ValidationSize {
+    /// Square crops (procedural images of this side, or centre crops of `side·scale`).
+    Crop(usize),
+    /// Whole images with the benchmark protocols (needs `validation.path`).
+    Whole(WholeImages),
+}
+
+/// The word `"whole"` of [`ValidationSize::Whole`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WholeImages {
+    /// Whole images.
+    Whole,
 }
 
 /// `[runtime]`.
@@ -366,7 +461,7 @@ pub struct RuntimeSection {
     /// Seed of everything random (init, data order, crops, degradations). Default 0.
     pub seed: u64,
     /// `"auto"` (CUDA when present), `"cpu"`, `"cuda"` or `"cuda:N"`. Default `"auto"`.
-    pub device: String,
+    pub device: DeviceSpec,
     /// bf16 autocast for the forward pass on CUDA (ignored on CPU). Default false.
     pub bf16: bool,
     /// libtorch intra-op threads. Default: libtorch's choice.
@@ -383,7 +478,7 @@ impl Default for RuntimeSection {
     fn default() -> Self {
         Self {
             seed: 0,
-            device: "auto".to_string(),
+            device: DeviceSpec::Auto,
             bf16: false,
             threads: None,
             log_every: 10,
@@ -404,6 +499,56 @@ pub struct FinetuneSection {
     /// when it has 6 queries, or just `task` when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_tasks: Option<Vec<Task>>,
+}
+
+/// The data roots that paths in a config may start from: `${IPT_DATA}` (the benchmark sets:
+/// `--data-root`, else the `IPT_DATA` environment variable, else `data/benchmark`) and
+/// `${IPT_TRAIN_DATA}` (training images: `--train-data`, else `IPT_TRAIN_DATA`, else
+/// `data/train`). Other paths are relative to the working directory, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataRoots {
+    /// What `${IPT_DATA}` stands for.
+    pub bench: PathBuf,
+    /// What `${IPT_TRAIN_DATA}` stands for.
+    pub train: PathBuf,
+}
+
+impl DataRoots {
+    /// The roots from the optional command-line flags, the environment and the defaults.
+    pub fn resolve(bench_flag: Option<&Path>, train_flag: Option<&Path>) -> Self {
+        DataRoots {
+            bench: ipt_eval::data_root::resolve_data_root(bench_flag).path,
+            train: ipt_eval::data_root::resolve_train_root(train_flag).path,
+        }
+    }
+
+    /// `path` with a leading `${IPT_DATA}` or `${IPT_TRAIN_DATA}` replaced by its root;
+    /// `Err` names an unknown `${…}`.
+    pub fn expand(&self, path: &Path) -> Result<PathBuf, String> {
+        let text = path.to_string_lossy();
+        let Some(rest) = text.strip_prefix("${") else {
+            return Ok(path.to_path_buf());
+        };
+        let (name, tail) = rest
+            .split_once('}')
+            .ok_or_else(|| format!("`{text}`: unclosed `${{`"))?;
+        let root = match name {
+            "IPT_DATA" => &self.bench,
+            "IPT_TRAIN_DATA" => &self.train,
+            other => {
+                return Err(format!(
+                "`{text}`: unknown root `${{{other}}}` (known: ${{IPT_DATA}}, ${{IPT_TRAIN_DATA}})"
+            ))
+            }
+        };
+        Ok(root.join(tail.trim_start_matches(['/', '\\'])))
+    }
+}
+
+impl Default for DataRoots {
+    fn default() -> Self {
+        Self::resolve(None, None)
+    }
 }
 
 /// Whether the run pre-trains (all tasks, contrastive on) or fine-tunes one task.
@@ -594,16 +739,17 @@ impl ExperimentConfig {
         if self.runtime.log_every == 0 {
             return Err(bad("runtime.log_every", "must be ≥ 1".into()));
         }
-        let dev = self.runtime.device.as_str();
-        let dev_ok = matches!(dev, "auto" | "cpu" | "cuda")
-            || dev
-                .strip_prefix("cuda:")
-                .is_some_and(|n| n.parse::<usize>().is_ok());
-        if !dev_ok {
-            return Err(bad(
-                "runtime.device",
-                format!("`{dev}`: expected auto, cpu, cuda or cuda:N"),
-            ));
+        match self.validation.size {
+            ValidationSize::Whole(_) if self.validation.path.is_none() => {
+                return Err(bad(
+                    "validation.size",
+                    "\"whole\" needs validation.path (a folder of test images)".into(),
+                ));
+            }
+            ValidationSize::Crop(0) => {
+                return Err(bad("validation.size", "must be ≥ 1 or \"whole\"".into()));
+            }
+            _ => {}
         }
         if d.source == DataSourceKind::RainPairs
             && self.finetune.as_ref().map(|f| f.task) != Some(Task::Derain)
@@ -616,42 +762,214 @@ impl ExperimentConfig {
         Ok(())
     }
 
-    /// Check that every folder/file the config names exists. Call before building the model so
-    /// a wrong path fails at once.
-    pub fn check_paths(&self, path: &Path) -> Result<(), ConfigError> {
-        let missing = |key: &str, what: &str, p: &Path| ConfigError::MissingPath {
-            path: path.to_path_buf(),
-            key: key.to_string(),
-            what: what.to_string(),
-            missing: p.to_path_buf(),
+    /// Every folder or file the config names, with its key and what it should hold, roots
+    /// expanded ([`DataRoots`]).
+    pub fn paths(&self, roots: &DataRoots, file: &Path) -> Result<Vec<NamedPath>, ConfigError> {
+        let mut out = Vec::new();
+        let mut add = |key: &'static str, what: &'static str, p: &Path, dir: bool| {
+            let resolved = roots.expand(p).map_err(|message| ConfigError::Invalid {
+                path: file.to_path_buf(),
+                key: key.to_string(),
+                message,
+            })?;
+            out.push(NamedPath {
+                key,
+                what,
+                path: resolved,
+                dir,
+            });
+            Ok::<(), ConfigError>(())
         };
         if let Some(p) = &self.data.path {
-            if self.data.source != DataSourceKind::Embedded && !p.is_dir() {
+            if self.data.source != DataSourceKind::Embedded {
                 let what = match self.data.source {
                     DataSourceKind::RainPairs => "rain-pair folder",
                     DataSourceKind::Div2k => "DIV2K-style HR folder",
                     _ => "training image folder",
                 };
-                return Err(missing("data.path", what, p));
+                add("data.path", what, p, true)?;
             }
         }
         if let Some(p) = &self.data.rain_streaks {
-            if !p.is_dir() {
-                return Err(missing("data.rain_streaks", "rain-streak folder", p));
-            }
+            add("data.rain_streaks", "rain-streak folder", p, true)?;
         }
         if let Some(p) = &self.validation.path {
-            if !p.is_dir() {
-                return Err(missing("validation.path", "validation image folder", p));
-            }
+            add("validation.path", "validation image folder", p, true)?;
         }
         if let Some(ft) = &self.finetune {
-            if !ft.from.is_file() {
-                return Err(missing("finetune.from", "pre-trained checkpoint", &ft.from));
+            add("finetune.from", "pre-trained checkpoint", &ft.from, false)?;
+        }
+        Ok(out)
+    }
+
+    /// The path under `key` (one of [`ExperimentConfig::paths`]), roots expanded.
+    pub fn path_of(
+        &self,
+        key: &str,
+        roots: &DataRoots,
+        file: &Path,
+    ) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self
+            .paths(roots, file)?
+            .into_iter()
+            .find(|p| p.key == key)
+            .map(|p| p.path))
+    }
+
+    /// Check that every folder/file the config names exists. Call before building the model so
+    /// a wrong path fails at once.
+    pub fn check_paths(&self, roots: &DataRoots, file: &Path) -> Result<(), ConfigError> {
+        for p in self.paths(roots, file)? {
+            let ok = if p.dir {
+                p.path.is_dir()
+            } else {
+                p.path.is_file()
+            };
+            if !ok {
+                return Err(ConfigError::MissingPath {
+                    path: file.to_path_buf(),
+                    key: p.key.to_string(),
+                    what: p.what.to_string(),
+                    missing: p.path,
+                });
             }
         }
         Ok(())
     }
+}
+
+/// Seed domain of the embedded training images.
+const TAG_TRAIN_IMAGES: u64 = 0x1111;
+
+/// What the run is built from: the rules that turn the config into the model, the data source,
+/// the schedule, the clipping and the loss.
+impl ExperimentConfig {
+    /// The network of a pre-training run ([`ModelSection::network`] for `[tasks]` on
+    /// `data.patch`-pixel inputs), checked.
+    pub fn network(&self, file: &Path) -> Result<IptConfig, ConfigError> {
+        let cfg = self
+            .model
+            .network(&self.model_tasks(Mode::Pretrain), self.data.patch);
+        cfg.validate().map_err(|e| ConfigError::Invalid {
+            path: file.to_path_buf(),
+            key: "model".into(),
+            message: e.to_string(),
+        })?;
+        Ok(cfg)
+    }
+
+    /// The training images named by `[data]` (folders are listed now, so a wrong or empty
+    /// folder fails before anything expensive).
+    pub fn data_source(
+        &self,
+        roots: &DataRoots,
+        file: &Path,
+    ) -> Result<ImageSource, DataSourceError> {
+        let d = &self.data;
+        let folder = || -> Result<PathBuf, ConfigError> {
+            Ok(self.path_of("data.path", roots, file)?.unwrap_or_default())
+        };
+        Ok(match d.source {
+            DataSourceKind::Embedded => ImageSource::embedded(
+                derive_seed(self.runtime.seed, &[TAG_TRAIN_IMAGES]),
+                d.images,
+                d.image_size,
+            ),
+            DataSourceKind::Folder | DataSourceKind::Div2k => ImageSource::folder(&folder()?)?,
+            DataSourceKind::RainPairs => ImageSource::rain_pairs(&folder()?)?,
+        })
+    }
+
+    /// The learning-rate schedule, with epoch milestones converted at `batches_per_epoch`.
+    pub fn schedule(&self, batches_per_epoch: u64) -> MultiStepLr {
+        let o = &self.optim;
+        MultiStepLr {
+            base: o.lr,
+            gamma: o.gamma,
+            milestones: o
+                .milestones
+                .iter()
+                .map(|&e| e as u64 * batches_per_epoch)
+                .chain(o.milestone_steps.iter().map(|&s| s as u64))
+                .collect(),
+        }
+    }
+
+    /// Planned optimizer steps: `optim.steps`, else `optim.epochs` epochs.
+    pub fn total_steps(&self, batches_per_epoch: u64) -> u64 {
+        self.optim
+            .steps
+            .map_or(self.optim.epochs as u64 * batches_per_epoch, |s| s as u64)
+    }
+
+    /// The gradient clipping of `[optim]`.
+    pub fn clip(&self) -> Clip {
+        match self.optim.clip {
+            ClipMode::PerTensor => Clip::PerTensor(self.optim.clip_norm),
+            ClipMode::Global => Clip::Global(self.optim.clip_norm),
+            ClipMode::None => Clip::None,
+        }
+    }
+
+    /// The loss of `[loss]` in `mode` (λ = 0 when fine-tuning unless set).
+    pub fn loss(&self, mode: Mode) -> PretrainLoss {
+        PretrainLoss {
+            lambda: self.lambda(mode),
+            tau: self.loss.tau,
+            variant: self.loss.variant,
+            chunk: self.loss.chunk.or(PretrainLoss::default().chunk),
+        }
+    }
+
+    /// The parts of a config that must not change when a run is resumed, by name.
+    pub fn fingerprint(&self) -> Vec<(&'static str, String)> {
+        let d = &self.data;
+        vec![
+            ("[model]", format!("{:?}", self.model)),
+            ("[tasks]", format!("{:?}", self.tasks)),
+            ("[finetune]", format!("{:?}", self.finetune)),
+            (
+                "[data]",
+                format!(
+                    "{:?} {:?} {} {} {} {:?} {} {:?}",
+                    d.source,
+                    d.path,
+                    d.images,
+                    d.image_size,
+                    d.repeat,
+                    d.rain_streaks,
+                    d.patch,
+                    d.augment
+                ),
+            ),
+            ("optim.batch_size", self.optim.batch_size.to_string()),
+            ("runtime.seed", self.runtime.seed.to_string()),
+        ]
+    }
+}
+
+/// Errors of turning `[data]` into its image source.
+#[derive(Debug, thiserror::Error)]
+pub enum DataSourceError {
+    /// A config problem (e.g. an unknown `${…}` root).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The folder cannot be listed or holds no usable files.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+/// A path named by a config (see [`ExperimentConfig::paths`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedPath {
+    /// The dotted key (`data.path`, …).
+    pub key: &'static str,
+    /// What it should hold, for messages.
+    pub what: &'static str,
+    /// The path, roots expanded.
+    pub path: PathBuf,
+    /// A folder (`true`) or a file.
+    pub dir: bool,
 }
 
 /// 1-based (line, column) of byte offset `pos` in `text`.
@@ -731,7 +1049,9 @@ mod tests {
         let err = parse("[data]\nsource = \"folder\"\n").unwrap_err();
         assert!(err.to_string().contains("data.path"), "{err}");
         let c = parse("[data]\nsource = \"folder\"\npath = \"/nonexistent/imagenet\"\n").unwrap();
-        let err = c.check_paths(Path::new("x.toml")).unwrap_err();
+        let err = c
+            .check_paths(&DataRoots::default(), Path::new("x.toml"))
+            .unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains("/nonexistent/imagenet") && msg.contains("data.path"),
@@ -742,7 +1062,7 @@ mod tests {
     #[test]
     fn resolved_config_round_trips() {
         let c = parse(
-            "name = \"x\"\n[model]\npreset = \"tiny\"\n[model.overrides]\nnum_layers = 2\n\
+            "name = \"x\"\n[model]\npreset = \"tiny\"\nnum_layers = 2\n\
              [tasks]\nnames = [\"sr2\", \"denoise30\"]\nweights = [1.0, 3.0]\n\
              [finetune]\ntask = \"sr2\"\nfrom = \"a.safetensors\"\n",
         )
@@ -750,6 +1070,65 @@ mod tests {
         let text = c.to_toml();
         let back = parse(&text).unwrap();
         assert_eq!(c, back, "{text}");
+    }
+
+    #[test]
+    fn model_fields_override_the_preset_and_tasks_are_recorded() {
+        let c = parse(
+            "[model]\npreset = \"small\"\nnum_layers = 3\n[tasks]\nnames = [\"sr3\", \"denoise30\", \"denoise50\"]\n[data]\npatch = 24\n",
+        )
+        .unwrap();
+        let net = c.network(Path::new("t.toml")).unwrap();
+        let small = IptConfig::small(&[3, 1, 1]);
+        assert_eq!(net.num_layers, 3);
+        assert_eq!(
+            (net.n_feats, net.patch_dim),
+            (small.n_feats, small.patch_dim)
+        );
+        assert_eq!(net.patch_size, 24);
+        assert_eq!(net.scales, vec![3, 1, 1]);
+        assert_eq!(
+            net.tasks,
+            Some(vec![Task::Sr3, Task::Denoise30, Task::Denoise50])
+        );
+        // Denoise 30 and 50 share scale 1: the recorded tasks tell them apart.
+        assert_eq!(net.task_index(Task::Denoise50), Some(2));
+        let err = parse("[model]\nnum_layer = 3\n").unwrap_err();
+        assert!(err.to_string().contains("num_layer"), "{err}");
+        let err = parse("[runtime]\ndevice = \"tpu\"\n").unwrap_err();
+        assert!(err.to_string().contains("runtime.device"), "{err}");
+    }
+
+    #[test]
+    fn data_roots_expand_only_known_prefixes() {
+        let roots = DataRoots {
+            bench: PathBuf::from("/b"),
+            train: PathBuf::from("t"),
+        };
+        assert_eq!(
+            roots.expand(Path::new("${IPT_DATA}/Set5")).unwrap(),
+            PathBuf::from("/b/Set5")
+        );
+        assert_eq!(
+            roots.expand(Path::new("${IPT_TRAIN_DATA}")).unwrap(),
+            PathBuf::from("t")
+        );
+        assert_eq!(
+            roots.expand(Path::new("data/x")).unwrap(),
+            PathBuf::from("data/x")
+        );
+        assert!(roots
+            .expand(Path::new("${HOME}/x"))
+            .unwrap_err()
+            .contains("HOME"));
+        let c = parse("[validation]\npath = \"${NOPE}/Set5\"\n").unwrap();
+        let err = c.check_paths(&roots, Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("validation.path"), "{err}");
+        let c = parse("[validation]\npath = \"${IPT_DATA}/Set5\"\nsize = \"whole\"\n").unwrap();
+        assert_eq!(c.validation.size, ValidationSize::Whole(WholeImages::Whole));
+        let err = c.check_paths(&roots, Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("/b/Set5"), "{err}");
+        assert!(parse("[validation]\nsize = \"whole\"\n").is_err());
     }
 
     #[test]

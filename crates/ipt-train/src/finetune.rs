@@ -44,8 +44,8 @@ pub struct Pretrained {
 }
 
 /// Read a pre-trained checkpoint (ours or an official `.pt`) and name its tasks: `source_tasks`
-/// when given, else the six official tasks for a 6-query model, else `[task]` for a one-task
-/// model.
+/// when given, else the tasks recorded in the checkpoint (ours record them), else the six
+/// official tasks for the official six-task layout, else `[task]` for a one-task model.
 pub fn read_pretrained(
     path: &Path,
     task: Task,
@@ -59,7 +59,8 @@ pub fn read_pretrained(
     let config = infer_config(&sd, &InferOptions::default()).map_err(&mismatch)?;
     let tasks: Vec<Task> = match source_tasks {
         Some(t) => t.to_vec(),
-        None if config.scales == [2, 3, 4, 1, 1, 1] => Task::ALL.to_vec(),
+        None if config.tasks.is_some() => config.tasks.clone().unwrap_or_default(),
+        None if config.is_official_six_task() => Task::ALL.to_vec(),
         None if config.scales.len() == 1 => vec![task],
         None => {
             return Err(mismatch(format!(
@@ -93,11 +94,13 @@ pub fn read_pretrained(
 }
 
 impl Pretrained {
-    /// The single-task config for `task`: this architecture with `scales = [s]`, one query.
+    /// The single-task config for `task`: this architecture with `scales = [s]`, one query,
+    /// the task recorded.
     pub fn single_task_config(&self, task: Task) -> IptConfig {
         IptConfig {
             scales: vec![task.scale()],
             num_queries: 1,
+            tasks: Some(vec![task]),
             ..self.config.clone()
         }
     }

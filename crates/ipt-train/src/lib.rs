@@ -1,18 +1,30 @@
-//! IPT training: multi-task pre-training and single-task fine-tuning (spec §4).
+//! IPT training: multi-task pre-training and single-task fine-tuning (Chen et al., CVPR 2021,
+//! Section 3.2 and Section 4).
 //!
-//! - [`config`]: the TOML experiment configs (`configs/*.toml`).
+//! - [`config`]: the TOML experiment configs (`configs/*.toml`) and the rules that turn one into
+//!   a model, a data source, a schedule and a loss.
 //! - [`data`]: image sources (embedded procedural images, folders, rain pairs), the deterministic
 //!   sampler and the worker pipeline.
+//! - [`trainer`]: the [`Trainer`]: `new` (model, optimizer, data, resume), `step`, `validate`,
+//!   `save_checkpoint` and the `fit` loop.
+//! - [`optim`]: Adam with owned (checkpointed) state, the schedule, clipping.
+//! - [`validation`]: held-out images scored through `ipt-eval`, next to their trivial baseline.
+//! - [`run_dir`], [`checkpoint`], [`run_log`], [`plot`]: what a run writes.
+//! - [`finetune`]: a single-task model started from a pre-trained checkpoint.
 
-pub mod bench;
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod finetune;
-pub mod metrics;
 pub mod optim;
+pub mod plot;
+mod progress;
+pub mod run_dir;
+pub mod run_log;
 pub mod trainer;
 pub mod validation;
 
-pub use config::{ExperimentConfig, Mode};
-pub use trainer::{train, RunOptions, RunSummary, TrainError};
+pub use config::{DataRoots, ExperimentConfig, Mode};
+pub use trainer::{train, RunOptions, RunSummary, StepOutput, TrainError, Trainer};

@@ -1,25 +1,71 @@
-//! Periodic validation: PSNR-Y per task on held-out images.
+//! Periodic validation: mean PSNR-Y per task on held-out images, next to the task's trivial
+//! baseline (bicubic upscaling for SR, the degraded input itself otherwise).
 //!
-//! The held-out set is built once per run, so every validation compares the same inputs: by
-//! default `images` procedural images per task from a seed stream the training images never use;
-//! with `validation.path`, centre crops of the folder's first images. LR inputs are synthesised
-//! with a fixed seed. The model runs in eval mode on the whole LR image (one call when the image
-//! is exactly one model patch, the official `forward_chop` otherwise); the output is quantised and
-//! scored with `ipt_metrics::psnr_y` (IPT convention, shave = scale).
+//! The held-out set is built once per run, so every validation compares the same inputs:
+//!
+//! - by default `images` procedural images per task of LR side `size`, from a seed stream the
+//!   training images never use, degraded like training crops (`ipt_degrade::synthesize`, seeded);
+//! - with `validation.path` and a numeric `size`: centre crops (HR side `size·scale`) of the
+//!   folder's first images that are large enough, degraded the same way;
+//! - with `validation.path` and `size = "whole"`: the folder's first `images` images whole,
+//!   degraded by the benchmark protocol of the task (SR: mod-crop and MATLAB bicubic ↓s, as
+//!   `ipt_eval::sr`; denoising: the seeded benchmark noise of `ipt_eval::denoise`; deraining:
+//!   seeded synthetic streaks).
+//!
+//! Every image then takes the benchmarks' path: whole-image restoration
+//! (`ipt_model::restore::restore_image`, the official window stitching) and
+//! `ipt_eval::score_restored` (quantized, PSNR-Y with the IPT shave). A perfect image counts as
+//! [`PSNR_CAP`] dB so that one identical image does not make the mean infinite. An image that
+//! cannot be restored or scored is an error that names it, never a silent number.
 
-use ipt_degrade::{Image, Task};
+use std::path::Path;
+
+use ipt_degrade::files::{list_images, Depth};
+use ipt_degrade::seed::derive_seed;
+use ipt_degrade::{Image, Rng8, Task};
+use ipt_eval::denoise::{noisy_input, DEFAULT_NOISE_SEED};
+use ipt_eval::protocol::Pair;
+use ipt_eval::sr::bicubic_pair;
+use ipt_eval::{score_restored, BenchError, Job, Method};
+use ipt_model::restore::{restore_image, RestoreOptions};
 use ipt_model::Ipt;
 use ndarray::s;
 use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use tch::{Device, Tensor};
+use tch::Device;
 
-use crate::data::procedural::derive_seed;
-use crate::data::source::{list_images_recursive, SourceError};
-use crate::data::ProceduralImages;
+use crate::config::ValidationSize;
+use crate::data::{ProceduralImages, SourceError};
 
 const TAG_VAL_IMAGES: u64 = 0x7A11;
 const TAG_VAL_DEGRADE: u64 = 0xDE6A;
+
+/// The PSNR a perfect (identical) image counts as, dB.
+pub const PSNR_CAP: f64 = 100.0;
+
+/// Errors of validation.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidationError {
+    /// Restoring an image failed (e.g. the network cannot tile it).
+    #[error("validation image {image} ({task}): {source}")]
+    Restore {
+        /// The image.
+        image: String,
+        /// Its task.
+        task: Task,
+        /// What failed.
+        source: ipt_model::restore::RestoreError,
+    },
+    /// Scoring an image failed (e.g. it is too small for the shave).
+    #[error("validation image {image} ({task}): {source}")]
+    Score {
+        /// The image.
+        image: String,
+        /// Its task.
+        task: Task,
+        /// What failed.
+        source: BenchError,
+    },
+}
 
 /// The held-out images of one task.
 #[derive(Debug)]
@@ -28,10 +74,22 @@ pub struct TaskSet {
     pub task_pos: usize,
     /// The task.
     pub task: Task,
-    /// LR inputs, `[n, 3, h, w]` on the CPU.
-    pub lr: Tensor,
-    /// HR targets.
-    pub hr: Vec<Image>,
+    /// (degraded input, clean target) pairs.
+    pub pairs: Vec<Pair>,
+    /// Mean PSNR-Y of the trivial baseline on these pairs (bicubic for SR, the input itself
+    /// otherwise).
+    pub baseline: f64,
+}
+
+/// The result of one validation of one task.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskScore {
+    /// The task.
+    pub task: Task,
+    /// Mean PSNR-Y of the model, dB.
+    pub psnr_y: f64,
+    /// Mean PSNR-Y of the trivial baseline on the same images, dB.
+    pub baseline: f64,
 }
 
 /// Held-out images for every task.
@@ -41,143 +99,267 @@ pub struct ValidationSet {
     pub tasks: Vec<TaskSet>,
 }
 
-fn build(hr_for: impl Fn(Task, usize) -> Vec<Image>, seed: u64, tasks: &[Task]) -> ValidationSet {
-    let sets = tasks
-        .iter()
-        .enumerate()
-        .map(|(pos, &task)| {
-            let mut lrs = Vec::new();
-            let mut hrs = Vec::new();
-            for (i, img) in hr_for(task, task.scale()).into_iter().enumerate() {
-                let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(
-                    seed,
-                    &[TAG_VAL_DEGRADE, task.index() as u64, i as u64],
-                ));
-                let (lr, hr) = ipt_degrade::synthesize(&img, task, &mut rng);
-                lrs.push(ipt_model::convert::image_to_tensor(&lr));
-                hrs.push(hr);
-            }
-            TaskSet {
-                task_pos: pos,
-                task,
-                lr: Tensor::cat(&lrs, 0),
-                hr: hrs,
-            }
+/// The trivial method of a task: bicubic upscaling for SR, the degraded input otherwise.
+pub fn baseline_method(task: Task) -> Method {
+    if task.scale() > 1 {
+        Method::Bicubic
+    } else {
+        Method::Identity
+    }
+}
+
+/// The baseline's name in log lines (`bicubic`, `input`).
+pub fn baseline_name(task: Task) -> &'static str {
+    if task.scale() > 1 {
+        "bicubic"
+    } else {
+        "input"
+    }
+}
+
+/// Mean of capped PSNRs.
+fn mean_psnr(values: impl ExactSizeIterator<Item = f64>) -> f64 {
+    let n = values.len().max(1) as f64;
+    values.map(|p| p.min(PSNR_CAP)).sum::<f64>() / n
+}
+
+impl TaskSet {
+    /// The set of `task` (head `task_pos`) over `pairs`, its baseline scored now.
+    fn new(task_pos: usize, task: Task, pairs: Vec<Pair>) -> Result<Self, ValidationError> {
+        let job = Job::of(task);
+        let mut method = baseline_method(task);
+        let bar = indicatif::ProgressBar::hidden();
+        let scores = pairs
+            .iter()
+            .map(|p| {
+                let score = |source| ValidationError::Score {
+                    image: p.path.clone(),
+                    task,
+                    source,
+                };
+                let out = method.restore(&p.input, job, &bar).map_err(score)?;
+                Ok(score_restored(&out, &p.target, job, &p.path)
+                    .map_err(score)?
+                    .psnr_y)
+            })
+            .collect::<Result<Vec<f64>, ValidationError>>()?;
+        Ok(TaskSet {
+            task_pos,
+            task,
+            pairs,
+            baseline: mean_psnr(scores.into_iter()),
         })
-        .collect();
-    ValidationSet { tasks: sets }
+    }
+
+    /// Mean PSNR-Y of `model` on this task's pairs.
+    fn evaluate(&self, model: &Ipt, device: Device) -> Result<TaskScore, ValidationError> {
+        let job = Job::of(self.task);
+        let opts = RestoreOptions::default();
+        let scores = self
+            .pairs
+            .iter()
+            .map(|p| {
+                let out = restore_image(model, self.task_pos, &p.input, device, &opts, |_| {})
+                    .map_err(|source| ValidationError::Restore {
+                        image: p.path.clone(),
+                        task: self.task,
+                        source,
+                    })?;
+                let s = score_restored(&out, &p.target, job, &p.path).map_err(|source| {
+                    ValidationError::Score {
+                        image: p.path.clone(),
+                        task: self.task,
+                        source,
+                    }
+                })?;
+                Ok(s.psnr_y)
+            })
+            .collect::<Result<Vec<f64>, ValidationError>>()?;
+        Ok(TaskScore {
+            task: self.task,
+            psnr_y: mean_psnr(scores.into_iter()),
+            baseline: self.baseline,
+        })
+    }
+}
+
+/// `(lr, hr)` of a clean crop degraded like a training crop, seeded per (task, image).
+fn synthesized(seed: u64, task: Task, i: usize, name: String, hr: &Image) -> Pair {
+    let mut rng = Rng8::seed_from_u64(derive_seed(
+        seed,
+        &[TAG_VAL_DEGRADE, task.index() as u64, i as u64],
+    ));
+    let (lr, hr) = ipt_degrade::synthesize(hr, task, &mut rng);
+    Pair {
+        path: name.clone(),
+        name,
+        input: lr,
+        target: hr,
+    }
 }
 
 impl ValidationSet {
-    /// `images` held-out procedural images per task, LR side `size`.
-    pub fn embedded(seed: u64, tasks: &[Task], images: usize, size: usize) -> Self {
-        let vseed = derive_seed(seed, &[TAG_VAL_IMAGES]);
-        build(
-            |task, scale| {
-                let g = ProceduralImages::new(vseed, size * scale, size * scale);
-                (0..images)
-                    .map(|i| g.image((task.index() * images + i) as u64))
-                    .collect()
-            },
-            seed,
-            tasks,
-        )
+    fn build(
+        tasks: &[Task],
+        pairs_for: impl Fn(Task) -> Result<Vec<Pair>, SourceError>,
+    ) -> Result<Self, ValidationSetError> {
+        let tasks = tasks
+            .iter()
+            .enumerate()
+            .map(|(pos, &task)| Ok(TaskSet::new(pos, task, pairs_for(task)?)?))
+            .collect::<Result<Vec<_>, ValidationSetError>>()?;
+        Ok(ValidationSet { tasks })
     }
 
-    /// Centre crops (HR side `size·scale`) of the first `images` images of `dir` that are large
-    /// enough; an error when a file cannot be read or none is large enough.
-    pub fn from_folder(
-        dir: &std::path::Path,
+    /// `images` held-out procedural images per task, LR side `size`.
+    pub fn embedded(
         seed: u64,
         tasks: &[Task],
         images: usize,
         size: usize,
-    ) -> Result<Self, SourceError> {
-        let files = list_images_recursive(dir)?;
+    ) -> Result<Self, ValidationSetError> {
+        let vseed = derive_seed(seed, &[TAG_VAL_IMAGES]);
+        Self::build(tasks, |task| {
+            let side = size * task.scale();
+            let g = ProceduralImages::new(vseed, side, side);
+            Ok((0..images)
+                .map(|i| {
+                    let hr = g.image((task.index() * images + i) as u64);
+                    synthesized(seed, task, i, format!("procedural#{i}"), &hr)
+                })
+                .collect())
+        })
+    }
+
+    /// The first `images` images of `dir` (see the module docs for `size`); an error when a
+    /// file cannot be read, or no image is large enough for some task.
+    pub fn from_folder(
+        dir: &Path,
+        seed: u64,
+        tasks: &[Task],
+        images: usize,
+        size: ValidationSize,
+    ) -> Result<Self, ValidationSetError> {
+        let files = list_images(dir, Depth::Recursive).map_err(|e| SourceError::List {
+            path: e.path,
+            reason: e.source.to_string(),
+        })?;
         let mut decoded = Vec::new();
         for f in &files {
             let img = ipt_degrade::io::read_image(f).map_err(|e| SourceError::Unreadable {
                 path: f.clone(),
                 reason: e.to_string(),
             })?;
-            decoded.push(img);
+            let name = f
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+            decoded.push((name, f.display().to_string(), img));
         }
-        for &t in tasks {
-            let side = size * t.scale();
-            let n = decoded
-                .iter()
-                .filter(|i| i.dim().1 >= side && i.dim().2 >= side)
-                .count();
-            if n == 0 {
+        let set_name = dir
+            .file_name()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        Self::build(tasks, |task| {
+            let pairs: Vec<Pair> = match size {
+                ValidationSize::Crop(lr_side) => {
+                    let side = lr_side * task.scale();
+                    decoded
+                        .iter()
+                        .filter(|(_, _, i)| i.dim().1 >= side && i.dim().2 >= side)
+                        .take(images)
+                        .enumerate()
+                        .map(|(i, (_, path, img))| {
+                            let (y, x) = ((img.dim().1 - side) / 2, (img.dim().2 - side) / 2);
+                            let crop = img.slice(s![.., y..y + side, x..x + side]).to_owned();
+                            synthesized(seed, task, i, path.clone(), &crop)
+                        })
+                        .collect()
+                }
+                ValidationSize::Whole(_) => decoded
+                    .iter()
+                    .take(images)
+                    .enumerate()
+                    .filter_map(|(i, (name, path, img))| {
+                        let (input, target) = match Job::of(task) {
+                            Job::Sr(s) => bicubic_pair(img, s)?,
+                            Job::Denoise(sigma) => (
+                                noisy_input(img, &set_name, name, sigma, DEFAULT_NOISE_SEED),
+                                img.clone(),
+                            ),
+                            Job::Derain => {
+                                let p = synthesized(seed, task, i, path.clone(), img);
+                                (p.input, p.target)
+                            }
+                        };
+                        Some(Pair {
+                            name: name.clone(),
+                            path: path.clone(),
+                            input,
+                            target,
+                        })
+                    })
+                    .collect(),
+            };
+            if pairs.is_empty() {
                 return Err(SourceError::Empty {
                     path: dir.to_path_buf(),
-                    what: format!("validation image of at least {side}×{side} for {t}"),
+                    what: match size {
+                        ValidationSize::Crop(lr_side) => format!(
+                            "validation image of at least {s}×{s} for {task}",
+                            s = lr_side * task.scale()
+                        ),
+                        ValidationSize::Whole(_) => format!("validation image for {task}"),
+                    },
                 });
             }
-        }
-        Ok(build(
-            |_, scale| {
-                let side = size * scale;
-                decoded
-                    .iter()
-                    .filter(|i| i.dim().1 >= side && i.dim().2 >= side)
-                    .take(images)
-                    .map(|i| {
-                        let (y, x) = ((i.dim().1 - side) / 2, (i.dim().2 - side) / 2);
-                        i.slice(s![.., y..y + side, x..x + side]).to_owned()
-                    })
-                    .collect()
-            },
-            seed,
-            tasks,
-        ))
+            Ok(pairs)
+        })
     }
 
-    /// Mean PSNR-Y of the model on every task, in head order. Errors only when an image is
-    /// smaller than the model's patch (it cannot be tiled).
-    pub fn evaluate(
-        &self,
-        model: &Ipt,
-        device: Device,
-    ) -> Result<Vec<(Task, f64)>, ipt_model::chop::ChopError> {
-        let patch = model.config().patch_size as i64;
+    /// The baseline of every task, in head order.
+    pub fn baselines(&self) -> Vec<(Task, f64)> {
+        self.tasks.iter().map(|t| (t.task, t.baseline)).collect()
+    }
+
+    /// Mean PSNR-Y of `model` on every task, in head order.
+    pub fn evaluate(&self, model: &Ipt, device: Device) -> Result<Vec<TaskScore>, ValidationError> {
         tch::no_grad(|| {
             self.tasks
                 .iter()
-                .map(|set| {
-                    let lr = set.lr.to_device(device);
-                    let size = lr.size();
-                    let sr = if size[2] == patch && size[3] == patch {
-                        model.forward(&lr, set.task_pos, false)
-                    } else {
-                        let outs = (0..size[0])
-                            .map(|i| {
-                                ipt_model::chop::forward_chop(
-                                    &lr.narrow(0, i, 1),
-                                    set.task.scale(),
-                                    patch as usize,
-                                    64,
-                                    |b| model.forward(b, set.task_pos, false),
-                                )
-                            })
-                            .collect::<Result<Vec<Tensor>, _>>()?;
-                        Tensor::cat(&outs, 0)
-                    };
-                    let sr = sr.clamp(0.0, 255.0).round().to_device(Device::Cpu);
-                    let mut sum = 0.0;
-                    for (i, hr) in set.hr.iter().enumerate() {
-                        let img =
-                            ipt_model::convert::tensor_to_image(&sr.narrow(0, i as i64, 1)).ok();
-                        let p = img
-                            .and_then(|img| {
-                                ipt_metrics::psnr_y(img.view(), hr.view(), set.task.scale()).ok()
-                            })
-                            .unwrap_or(f64::NAN);
-                        sum += p.min(100.0);
-                    }
-                    Ok((set.task, sum / set.hr.len().max(1) as f64))
-                })
+                .map(|t| t.evaluate(model, device))
                 .collect()
         })
+    }
+}
+
+/// Errors of building a validation set.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidationSetError {
+    /// The folder cannot be read or has no usable image.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A baseline could not be scored on an image.
+    #[error(transparent)]
+    Baseline(#[from] ValidationError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unscorable_image_is_an_error_not_a_perfect_score() {
+        // A 2×2 target cannot be scored with the ×2 shave: an error naming the image, where the
+        // old code counted it as 100 dB (`NaN.min(100.0)`).
+        let tiny = Image::from_elem((3, 2, 2), 100.0);
+        let pair = Pair {
+            name: "t".into(),
+            path: "folder/t.png".into(),
+            input: Image::from_elem((3, 1, 1), 100.0),
+            target: tiny,
+        };
+        let err = TaskSet::new(0, Task::Sr2, vec![pair]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("folder/t.png") && msg.contains("sr2"), "{msg}");
+        assert!(mean_psnr([f64::INFINITY, 30.0].into_iter()) == (PSNR_CAP + 30.0) / 2.0);
     }
 }

@@ -59,6 +59,7 @@ fn finetune_run_exports_a_single_task_checkpoint() {
         mode,
         stop_after: None,
         verbose: false,
+        roots: ipt_train::DataRoots::default(),
     };
     let pre = train(&pre_cfg, &opts(pre_dir.clone(), Mode::Pretrain)).unwrap();
     let ck = pre.last_checkpoint.unwrap();

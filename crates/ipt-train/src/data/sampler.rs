@@ -18,7 +18,7 @@ use ipt_degrade::Task;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::procedural::derive_seed;
+use ipt_degrade::seed::derive_seed;
 
 /// Seed domain tags, so the different uses of the seed never collide.
 const TAG_ORDER: u64 = 0x0D0E;

@@ -1,8 +1,8 @@
 //! Where training images come from.
 //!
 //! - [`ImageSource::Embedded`]: `count` procedural images (see [`ProceduralImages`]).
-//! - [`ImageSource::Files`]: every image file under a folder, recursively, sorted by path. The
-//!   extensions jpg, jpeg, png, bmp and webp are accepted in any case, so ImageNet's
+//! - [`ImageSource::Files`]: every image file under a folder, recursively, sorted by path
+//!   (`ipt_degrade::files`: png, jpg, jpeg, bmp, tif, tiff, webp in any case), so ImageNet's
 //!   `train/<wnid>/*.JPEG` and DIV2K's `DIV2K_train_HR/*.png` work as they are.
 //! - [`ImageSource::RainPairs`]: RainTrainL-style pairs: every `norain-*` file (clean) whose
 //!   rainy twin (the same name without the leading `no`) sits in the same folder.
@@ -11,6 +11,8 @@
 //! [`SourceError::Unreadable`] the pipeline counts and skips.
 
 use std::path::{Path, PathBuf};
+
+use ipt_degrade::files::{list_images, Depth, IMAGE_EXTENSIONS};
 
 use crate::data::{Image, ProceduralImages};
 
@@ -84,28 +86,12 @@ pub enum ImageSource {
     RainPairs(Vec<(PathBuf, PathBuf)>),
 }
 
-/// Whether `path` has an accepted image extension (jpg, jpeg, png, bmp, webp; any case).
-pub fn is_image_file(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase())
-        .is_some_and(|e| matches!(e.as_str(), "jpg" | "jpeg" | "png" | "bmp" | "webp"))
-}
-
 /// Every image file under `dir`, recursively, sorted by path (symlinks followed).
-pub fn list_images_recursive(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
-    let mut out = Vec::new();
-    for entry in walkdir::WalkDir::new(dir).follow_links(true) {
-        let entry = entry.map_err(|e| SourceError::List {
-            path: e.path().unwrap_or(dir).to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        if entry.file_type().is_file() && is_image_file(entry.path()) {
-            out.push(entry.into_path());
-        }
-    }
-    out.sort();
-    Ok(out)
+fn list_images_recursive(dir: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    list_images(dir, Depth::Recursive).map_err(|e| SourceError::List {
+        path: e.path,
+        reason: e.source.to_string(),
+    })
 }
 
 impl ImageSource {
@@ -123,7 +109,7 @@ impl ImageSource {
         if files.is_empty() {
             return Err(SourceError::Empty {
                 path: dir.to_path_buf(),
-                what: "image files (jpg, jpeg, png, bmp, webp)".into(),
+                what: format!("image files ({})", IMAGE_EXTENSIONS.join(", ")),
             });
         }
         Ok(ImageSource::Files(files))
@@ -244,16 +230,6 @@ mod tests {
             .collect();
         assert_eq!(bad.len(), 1, "{bad:?}");
         assert!(bad[0].ends_with("cut.jpeg"));
-    }
-
-    #[test]
-    fn extensions_any_case() {
-        for ok in ["a.JPEG", "b.jpg", "c.Png", "d.bmp", "e.WEBP", "dir/x.jpeg"] {
-            assert!(is_image_file(Path::new(ok)), "{ok}");
-        }
-        for bad in ["a.txt", "b", "c.tif", "d.jpg.bak"] {
-            assert!(!is_image_file(Path::new(bad)), "{bad}");
-        }
     }
 
     #[test]

@@ -1,0 +1,230 @@
+//! Image files on disk: which names count as images, listing them, and writing files atomically.
+//!
+//! One list of extensions serves every reader of the workspace (training folders, benchmark
+//! sets, `ipt restore` inputs): what [`crate::io::read_image`] decodes.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Extensions (compared ignoring ASCII case) of the files treated as images: the formats
+/// [`crate::io::read_image`] decodes.
+pub const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp"];
+
+/// Whether `path` has one of [`IMAGE_EXTENSIONS`] (any case). Looks at the name only.
+pub fn is_image_file(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Errors of listing image files.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot list {path}: {source}")]
+pub struct ListError {
+    /// The folder (or entry) that could not be read.
+    pub path: PathBuf,
+    /// The OS error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// How far [`list_images`] descends into sub-folders (symbolic links are followed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Only the files directly in the folder.
+    Flat,
+    /// Files at most this many folders below it (`Levels(0)` = [`Depth::Flat`]).
+    Levels(usize),
+    /// Every file below the folder, e.g. ImageNet's `train/<wnid>/*`.
+    Recursive,
+}
+
+/// The image files in `dir` (see [`is_image_file`]), sorted by path.
+pub fn list_images(dir: &Path, depth: Depth) -> Result<Vec<PathBuf>, ListError> {
+    let max_depth = match depth {
+        Depth::Flat => 1,
+        Depth::Levels(n) => n.saturating_add(1),
+        Depth::Recursive => usize::MAX,
+    };
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .max_depth(max_depth)
+    {
+        let entry = entry.map_err(|e| ListError {
+            path: e.path().unwrap_or(dir).to_path_buf(),
+            source: e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("file system loop")),
+        })?;
+        if entry.file_type().is_file() && is_image_file(entry.path()) {
+            out.push(entry.into_path());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Errors of [`write_atomic`].
+#[derive(Debug, thiserror::Error)]
+pub enum AtomicWriteError<E: std::fmt::Display + std::fmt::Debug> {
+    /// The temporary file could not be created, synced or renamed into place.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file being written.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The caller's writer failed.
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        /// The file being written.
+        path: PathBuf,
+        /// The writer's error.
+        source: E,
+    },
+}
+
+/// Write `path` atomically: `write` fills a fresh temporary file in the same folder (given by
+/// path; its name ends with `path`'s extension so format-sniffing writers work), which is then
+/// fsynced and renamed onto `path`; the folder is fsynced last. A crash at any moment leaves
+/// either the old file or the new one, never a partial one; on any error the temporary file is
+/// removed (it never outlives the call, so a full disk is not kept full).
+pub fn write_atomic<E: std::fmt::Display + std::fmt::Debug>(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<(), E>,
+) -> Result<(), AtomicWriteError<E>> {
+    let io = |source| AtomicWriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let suffix = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    let tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .suffix(&suffix)
+        .tempfile_in(dir)
+        .map_err(io)?;
+    write(tmp.path()).map_err(|source| AtomicWriteError::Write {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // The writer may have replaced the file behind the handle: sync what the path names now.
+    File::open(tmp.path())
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    // Directory fsync makes the rename durable (best effort where unsupported).
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// [`write_atomic`] of a byte string.
+pub fn write_bytes_atomic(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), AtomicWriteError<std::io::Error>> {
+    write_atomic(path, |tmp| {
+        let mut f = File::create(tmp)?;
+        f.write_all(bytes)?;
+        f.flush()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extensions_any_case() {
+        for ok in [
+            "a.JPEG",
+            "b.jpg",
+            "c.Png",
+            "d.bmp",
+            "e.WEBP",
+            "dir/x.jpeg",
+            "f.TIF",
+            "g.tiff",
+        ] {
+            assert!(is_image_file(Path::new(ok)), "{ok}");
+        }
+        for bad in ["a.txt", "b", "d.jpg.bak", "png"] {
+            assert!(!is_image_file(Path::new(bad)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn listing_is_sorted_and_flat_or_recursive() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("n01/inner");
+        std::fs::create_dir_all(&sub).unwrap();
+        for p in [
+            sub.join("b.JPEG"),
+            dir.path().join("c.tif"),
+            dir.path().join("a.png"),
+            dir.path().join("notes.txt"),
+        ] {
+            std::fs::write(&p, b"x").unwrap();
+        }
+        let rel = |v: Vec<PathBuf>| -> Vec<String> {
+            v.iter()
+                .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
+                .collect()
+        };
+        assert_eq!(
+            rel(list_images(dir.path(), Depth::Recursive).unwrap()),
+            ["a.png", "c.tif", "n01/inner/b.JPEG"]
+        );
+        assert_eq!(
+            rel(list_images(dir.path(), Depth::Flat).unwrap()),
+            ["a.png", "c.tif"]
+        );
+        assert_eq!(
+            list_images(dir.path(), Depth::Levels(1)).unwrap().len(),
+            2,
+            "b.JPEG is two levels down"
+        );
+        assert_eq!(list_images(dir.path(), Depth::Levels(2)).unwrap().len(), 3);
+        let err = list_images(&dir.path().join("absent"), Depth::Flat).unwrap_err();
+        assert!(err.to_string().contains("absent"), "{err}");
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_cleans_up_on_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.json");
+        write_bytes_atomic(&p, b"one").unwrap();
+        write_bytes_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        // A failing writer keeps the old file and leaves no temporary file behind.
+        let r = write_atomic(&p, |tmp: &Path| {
+            std::fs::write(tmp, b"partial").unwrap();
+            Err::<(), _>("disk full")
+        });
+        assert!(matches!(r, Err(AtomicWriteError::Write { .. })));
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["x.json"]);
+        // The temporary path keeps the extension (format-sniffing writers need it).
+        write_atomic(&dir.path().join("y.png"), |tmp: &Path| {
+            assert_eq!(tmp.extension().unwrap(), "png");
+            std::fs::write(tmp, b"p")
+        })
+        .unwrap();
+    }
+}

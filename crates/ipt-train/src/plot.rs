@@ -1,0 +1,342 @@
+//! The run's PNG plots, redrawn from the run log at every checkpoint: `loss.png` (window mean
+//! loss, log scale, and the smoothed per-task means) and `psnr.png` (validation PSNR-Y per task
+//! as solid lines, each task's trivial baseline as a dashed line of the same colour).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+
+use crate::run_log::LogRow;
+
+/// Errors of drawing a plot.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// Drawing failed.
+    #[error("{path}: cannot draw plot: {message}")]
+    Draw {
+        /// The PNG.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// Moving the finished PNG into place failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The PNG.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Register a TrueType font for plot labels: `$IPT_FONT`, else a few common system fonts.
+/// Returns false (plots are then drawn without text) when none is found.
+fn ensure_font() -> bool {
+    use std::sync::OnceLock;
+    static FONT: OnceLock<bool> = OnceLock::new();
+    *FONT.get_or_init(|| {
+        let mut candidates: Vec<PathBuf> = std::env::var_os("IPT_FONT")
+            .map(PathBuf::from)
+            .into_iter()
+            .collect();
+        candidates.extend(
+            [
+                "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+                "/usr/share/fonts/TTF/DejaVuSans.ttf",
+                "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+                "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+                "/usr/share/fonts/liberation-sans/LiberationSans-Regular.ttf",
+                "/System/Library/Fonts/Supplemental/Arial.ttf",
+                "/Library/Fonts/Arial.ttf",
+                "C:\\Windows\\Fonts\\arial.ttf",
+            ]
+            .map(PathBuf::from),
+        );
+        for p in candidates {
+            if let Ok(bytes) = std::fs::read(&p) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+const COLORS: [RGBColor; 7] = [
+    RGBColor(20, 20, 20),
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// A named polyline to draw on one chart.
+struct Series {
+    name: String,
+    points: Vec<(f64, f64)>,
+    /// Index into the palette.
+    color: usize,
+    /// Drawn dashed, without markers (a baseline).
+    dashed: bool,
+}
+
+fn draw_chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    series: &[Series],
+    log_y: bool,
+) -> Result<(), PlotError> {
+    let err = |e: &dyn std::fmt::Display| PlotError::Draw {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let pts = series.iter().flat_map(|s| s.points.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        if y.is_finite() && (!log_y || y > 0.0) {
+            x0 = x0.min(x);
+            x1 = x1.max(x);
+            y0 = y0.min(y);
+            y1 = y1.max(y);
+        }
+    }
+    if x0 > x1 {
+        return Ok(()); // nothing to draw yet
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    let pad = if log_y {
+        0.0
+    } else {
+        ((y1 - y0) * 0.05).max(1e-3)
+    };
+    let (y0, y1) = if log_y {
+        (y0 * 0.9, y1 * 1.1)
+    } else {
+        (y0 - pad, y1 + pad)
+    };
+    let text = ensure_font();
+    let draw = |tmp: &Path| -> Result<(), PlotError> {
+        let root = BitMapBackend::new(tmp, (900, 540)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut builder = ChartBuilder::on(&root);
+        builder.margin(14);
+        if text {
+            builder
+                .caption(title, ("sans-serif", 22))
+                .x_label_area_size(40)
+                .y_label_area_size(70);
+        }
+        macro_rules! finish {
+            ($chart:expr) => {{
+                let mut chart = $chart;
+                let mut mesh = chart.configure_mesh();
+                if text {
+                    mesh.x_desc("step").y_desc(y_label);
+                } else {
+                    mesh.x_labels(0).y_labels(0);
+                }
+                mesh.draw().map_err(|e| err(&e))?;
+                for s in series {
+                    let color = COLORS[s.color % COLORS.len()];
+                    let data: Vec<(f64, f64)> = s
+                        .points
+                        .iter()
+                        .copied()
+                        .filter(|p| p.1.is_finite() && (!log_y || p.1 > 0.0))
+                        .collect();
+                    let line = if s.dashed {
+                        chart.draw_series(DashedLineSeries::new(
+                            data.clone(),
+                            8,
+                            6,
+                            color.stroke_width(2),
+                        ))
+                    } else {
+                        chart.draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))
+                    }
+                    .map_err(|e| err(&e))?;
+                    if text {
+                        line.label(s.name.clone()).legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
+                        });
+                    }
+                    if !s.dashed && data.len() <= 40 {
+                        chart
+                            .draw_series(data.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                            .map_err(|e| err(&e))?;
+                    }
+                }
+                if text {
+                    chart
+                        .configure_series_labels()
+                        .position(SeriesLabelPosition::UpperRight)
+                        .background_style(WHITE.mix(0.85))
+                        .border_style(BLACK)
+                        .draw()
+                        .map_err(|e| err(&e))?;
+                }
+            }};
+        }
+        if log_y {
+            finish!(builder
+                .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+                .map_err(|e| err(&e))?);
+        } else {
+            finish!(builder
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(|e| err(&e))?);
+        }
+        root.present().map_err(|e| err(&e))
+    };
+    ipt_degrade::files::write_atomic(path, draw).map_err(|e| match e {
+        ipt_degrade::files::AtomicWriteError::Write { source, .. } => source,
+        ipt_degrade::files::AtomicWriteError::Io { path, source } => PlotError::Io { path, source },
+    })
+}
+
+/// Draw `loss.png` and `psnr.png` into `dir` from the run log's `rows`.
+pub fn plot(dir: &Path, rows: &[LogRow]) -> Result<(), PlotError> {
+    let mut total = Vec::new();
+    let mut by_task: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut psnr: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    let mut baseline: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in rows {
+        match r {
+            LogRow::Train {
+                step,
+                loss,
+                loss_by_task,
+                ..
+            } => {
+                total.push((*step as f64, *loss));
+                for (t, l) in loss_by_task {
+                    by_task
+                        .entry(t.clone())
+                        .or_default()
+                        .push((*step as f64, *l));
+                }
+            }
+            LogRow::Validation {
+                step,
+                psnr_y,
+                baseline: base,
+            } => {
+                for (t, p) in psnr_y {
+                    psnr.entry(t.clone()).or_default().push((*step as f64, *p));
+                }
+                for (t, p) in base {
+                    baseline
+                        .entry(t.clone())
+                        .or_default()
+                        .push((*step as f64, *p));
+                }
+            }
+        }
+    }
+    let mut loss_series = vec![Series {
+        name: "loss (all tasks)".into(),
+        points: total,
+        color: 0,
+        dashed: false,
+    }];
+    // Per-task curves are noisy (few steps per window each); smooth them over 5 rows.
+    loss_series.extend(
+        by_task
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, pts))| Series {
+                name: format!("{name} (smoothed)"),
+                points: smooth(&pts, 5),
+                color: i + 1,
+                dashed: false,
+            }),
+    );
+    draw_chart(
+        &dir.join("loss.png"),
+        "training loss (L1 + λ·contrastive)",
+        "loss",
+        &loss_series,
+        true,
+    )?;
+    let mut psnr_series = Vec::new();
+    for (i, (name, points)) in psnr.into_iter().enumerate() {
+        if let Some(base) = baseline.remove(&name) {
+            psnr_series.push(Series {
+                name: format!("{name} baseline ({})", baseline_label(&name)),
+                points: base,
+                color: i + 1,
+                dashed: true,
+            });
+        }
+        psnr_series.push(Series {
+            name,
+            points,
+            color: i + 1,
+            dashed: false,
+        });
+    }
+    draw_chart(
+        &dir.join("psnr.png"),
+        "validation PSNR-Y (held-out images; dashed: trivial baseline)",
+        "PSNR-Y (dB)",
+        &psnr_series,
+        false,
+    )
+}
+
+/// `bicubic` for SR task names, `input` otherwise.
+fn baseline_label(task: &str) -> &'static str {
+    if task.starts_with("sr") {
+        "bicubic"
+    } else {
+        "input"
+    }
+}
+
+fn smooth(pts: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
+    (0..pts.len())
+        .map(|i| {
+            let lo = i.saturating_sub(k - 1);
+            let w = &pts[lo..=i];
+            (
+                pts[i].0,
+                w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64,
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plots_are_png_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = vec![
+            LogRow::Validation {
+                step: 0,
+                psnr_y: [("sr2".to_string(), 20.0)].into(),
+                baseline: [("sr2".to_string(), 24.0)].into(),
+            },
+            LogRow::Validation {
+                step: 10,
+                psnr_y: [("sr2".to_string(), 25.0)].into(),
+                baseline: [("sr2".to_string(), 24.0)].into(),
+            },
+        ];
+        plot(dir.path(), &rows).unwrap();
+        let png = std::fs::read(dir.path().join("psnr.png")).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        // No training rows yet: loss.png is simply not drawn.
+        assert!(!dir.path().join("loss.png").exists());
+    }
+}
