@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use ipt_train::trainer::{StopSignal, TrainError};
 use ipt_train::{DataRoots, ExperimentConfig, Mode, RunOptions};
 
 /// Arguments of `ipt pretrain` / `ipt finetune`.
@@ -32,8 +33,33 @@ pub struct Args {
     pub train_data: Option<PathBuf>,
 }
 
+/// Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+pub const INTERRUPTED_EXIT: i32 = 130;
+
+/// First Ctrl-C / SIGTERM: finish the current step, write a checkpoint, exit with
+/// [`INTERRUPTED_EXIT`]. Second: exit at once.
+fn install_stop_handler(stop: &StopSignal) {
+    let stop = stop.clone();
+    let handler = move || {
+        if stop.requested() {
+            eprintln!("\nsecond interrupt: exiting now (the last checkpoint is kept)");
+            std::process::exit(INTERRUPTED_EXIT);
+        }
+        stop.request();
+        eprintln!(
+            "\ninterrupt: finishing the current step and writing a checkpoint \
+             (press Ctrl-C again to exit at once)"
+        );
+    };
+    if let Err(e) = ctrlc::set_handler(handler) {
+        eprintln!("warning: cannot catch Ctrl-C ({e}); an interrupt stops the run at once");
+    }
+}
+
 fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
     let cfg = ExperimentConfig::load(&args.config)?;
+    let stop = StopSignal::new();
+    install_stop_handler(&stop);
     let run_dir = args
         .run_dir
         .unwrap_or_else(|| PathBuf::from("runs").join(cfg.run_name()));
@@ -44,9 +70,24 @@ fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
         stop_after: args.stop_after,
         verbose: !args.quiet,
         roots: DataRoots::resolve(args.data_root.as_deref(), args.train_data.as_deref()),
+        stop,
     };
-    let summary = ipt_train::train(&cfg, &opts)
-        .with_context(|| format!("training run {} failed", args.config.display()))?;
+    let summary = match ipt_train::train(&cfg, &opts) {
+        Ok(s) => s,
+        Err(e @ TrainError::Interrupted { .. }) => {
+            eprintln!("{e}");
+            std::process::exit(INTERRUPTED_EXIT);
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("training run {} failed", args.config.display()))
+        }
+    };
+    for p in &summary.removed_temporaries {
+        eprintln!(
+            "note: removed {}, left by an interrupted earlier run",
+            p.display()
+        );
+    }
     if let (Some(first), Some(last)) = (summary.losses.first(), summary.losses.last()) {
         println!(
             "steps {}..{} of {}: first loss {:.4} ({}), last loss {:.4} ({}); {:.1} patches/s",

@@ -70,6 +70,10 @@ pub struct TrainState {
     pub weights: String,
     /// Optimizer-state file name (in the same folder).
     pub optimizer: String,
+    /// The resolved config of the run that wrote it (TOML), so a resume can check it is the
+    /// same experiment even when the run directory's `config.toml` is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
 }
 
 impl TrainState {
@@ -85,8 +89,22 @@ impl TrainState {
             elapsed_s: 0.0,
             weights: String::new(),
             optimizer: String::new(),
+            config: None,
         }
     }
+}
+
+/// A complete checkpoint on disk: its state and the files it names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The state file's content.
+    pub state: TrainState,
+    /// The state file.
+    pub state_file: PathBuf,
+    /// The weights file.
+    pub weights: PathBuf,
+    /// The optimizer-state file.
+    pub optim: PathBuf,
 }
 
 /// Write a file atomically ([`ipt_degrade::files::write_atomic`]), as a checkpoint error.
@@ -160,16 +178,13 @@ impl CheckpointDir {
         Ok(steps)
     }
 
-    /// The latest complete checkpoint, if any: its state and weights/optimizer paths.
-    pub fn latest(&self) -> Result<Option<(TrainState, PathBuf, PathBuf)>, CheckpointDirError> {
-        let Some(&step) = self.steps()?.last() else {
-            return Ok(None);
-        };
-        let (_, _, state_path) = self.files(step);
-        let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
+    /// The checkpoint of step `step`: its state file parsed, and the files it names present.
+    pub fn read(&self, step: u64) -> Result<Checkpoint, CheckpointDirError> {
+        let (_, _, state_file) = self.files(step);
+        let text = std::fs::read_to_string(&state_file).map_err(io_err(&state_file))?;
         let state: TrainState =
             serde_json::from_str(&text).map_err(|e| CheckpointDirError::Invalid {
-                path: state_path.clone(),
+                path: state_file.clone(),
                 message: format!("bad checkpoint state: {e}"),
             })?;
         let weights = self.dir.join(&state.weights);
@@ -177,12 +192,43 @@ impl CheckpointDir {
         for p in [&weights, &optim] {
             if !p.is_file() {
                 return Err(CheckpointDirError::Invalid {
-                    path: state_path.clone(),
+                    path: state_file.clone(),
                     message: format!("names {} which does not exist", p.display()),
                 });
             }
         }
-        Ok(Some((state, weights, optim)))
+        Ok(Checkpoint {
+            state,
+            state_file,
+            weights,
+            optim,
+        })
+    }
+
+    /// The latest complete checkpoint, if any.
+    pub fn latest(&self) -> Result<Option<Checkpoint>, CheckpointDirError> {
+        match self.steps()?.last() {
+            Some(&step) => self.read(step).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Move the files of step `step`'s checkpoint aside (`<name>.corrupt`), so that it is
+    /// neither resumed from nor pruned; returns the new names.
+    pub fn set_aside(&self, step: u64) -> Result<Vec<PathBuf>, CheckpointDirError> {
+        let (w, o, s) = self.files(step);
+        let mut moved = Vec::new();
+        // The state file first: without it the checkpoint no longer counts as complete.
+        for p in [s, w, o] {
+            if p.exists() {
+                let mut aside = p.clone().into_os_string();
+                aside.push(".corrupt");
+                let aside = PathBuf::from(aside);
+                std::fs::rename(&p, &aside).map_err(io_err(&p))?;
+                moved.push(aside);
+            }
+        }
+        Ok(moved)
     }
 
     /// Write a checkpoint: `save_weights` and `save_optim` are called with temporary paths
@@ -265,10 +311,20 @@ mod tests {
             .unwrap();
         }
         assert_eq!(ck.steps().unwrap(), vec![30, 40]);
-        let (st, w, o) = ck.latest().unwrap().unwrap();
-        assert_eq!(st.step, 40);
-        assert_eq!(std::fs::read_to_string(w).unwrap(), "w40");
-        assert_eq!(std::fs::read_to_string(o).unwrap(), "o40");
+        let c = ck.latest().unwrap().unwrap();
+        assert_eq!(c.state.step, 40);
+        assert_eq!(std::fs::read_to_string(&c.weights).unwrap(), "w40");
+        assert_eq!(std::fs::read_to_string(&c.optim).unwrap(), "o40");
+        // Set aside, step 40 no longer counts, and its files are kept under new names.
+        let moved = ck.set_aside(40).unwrap();
+        assert_eq!(moved.len(), 3);
+        assert!(moved.iter().all(|p| p.is_file()));
+        assert_eq!(ck.steps().unwrap(), vec![30]);
+        ck.prune(1).unwrap();
+        assert!(
+            moved.iter().all(|p| p.is_file()),
+            "pruning keeps set-aside files"
+        );
         // No temporary files are left behind, and old weights are gone.
         let names: Vec<String> = std::fs::read_dir(ck.path())
             .unwrap()

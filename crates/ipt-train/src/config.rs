@@ -1,7 +1,10 @@
 //! Experiment configuration: the TOML files under `configs/`.
 //!
-//! Every section and every key has a default (documented on the field), so the smallest valid
-//! config is an empty file: the paper's pre-training recipe on the embedded procedural data.
+//! Every section and every key has a default (documented on the field): the defaults are the
+//! paper's pre-training recipe (base model, batch 64, ImageNet schedule) on the embedded
+//! procedural data. A config must say at least one thing, though: an empty file (or one with only
+//! comments) is refused, because silently starting the full recipe — a 119 M-parameter model at
+//! batch 64 — is never what a user meant.
 //! Unknown keys are errors (`deny_unknown_fields`); parse errors name the file, the key path and
 //! the line. Relative paths are relative to the current directory (run commands from the
 //! repository root).
@@ -561,8 +564,19 @@ pub enum Mode {
 }
 
 impl ExperimentConfig {
-    /// Parse TOML text; `path` is only used in error messages.
+    /// Parse TOML text; `path` is only used in error messages. A text without any key is
+    /// refused.
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        if toml::from_str::<toml::Table>(text).is_ok_and(|t| t.is_empty()) {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: ".".into(),
+                message: "the config is empty; without any key it would mean the paper's full \
+                          recipe (base model, batch 64, ImageNet schedule). Start from \
+                          configs/demo.toml or configs/imagenet.toml"
+                    .into(),
+            });
+        }
         let de = toml::Deserializer::new(text);
         let cfg: Self = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
@@ -990,8 +1004,14 @@ mod tests {
     }
 
     #[test]
-    fn empty_file_is_the_paper_recipe() {
-        let c = parse("").unwrap();
+    fn empty_file_is_refused_and_the_defaults_are_the_paper_recipe() {
+        for empty in ["", "# only a comment\n\n"] {
+            let err = parse(empty).unwrap_err();
+            assert!(err.to_string().contains("empty"), "{err}");
+        }
+        let c = parse("name = \"paper\"\n").unwrap();
+        assert_eq!(c.model.preset, ModelPreset::Base);
+        assert_eq!(c.optim.batch_size, 64);
         assert_eq!(c.optim.lr, 5e-5);
         assert_eq!(c.optim.milestones, vec![200]);
         assert_eq!(c.optim.gamma, 0.5);

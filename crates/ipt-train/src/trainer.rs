@@ -11,6 +11,7 @@
 //! resumed run repeats the uninterrupted one.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -97,6 +98,46 @@ pub enum TrainError {
     /// The run directory belongs to a different experiment.
     #[error(transparent)]
     ResumeMismatch(#[from] ResumeMismatch),
+    /// Another process holds the run directory.
+    #[error(transparent)]
+    RunDirLocked(#[from] crate::run_dir::RunDirLocked),
+    /// Every checkpoint of the run directory was unreadable.
+    #[error(
+        "{run_dir}: no checkpoint could be resumed from:\n  {}\nThey were set aside (renamed \
+         *.corrupt) and are kept; run the same command again to start over, or restore a backup",
+        problems.join("\n  ")
+    )]
+    NoUsableCheckpoint {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// What was wrong with each checkpoint.
+        problems: Vec<String>,
+    },
+    /// `--stop-after` at or below the step the run has already reached.
+    #[error(
+        "--stop-after {stop_after}: the run in {run_dir} is already at step {step}; give a larger \
+         value, or leave it out to finish the run"
+    )]
+    NothingToDo {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// Completed steps.
+        step: u64,
+        /// The requested stop.
+        stop_after: u64,
+    },
+    /// Stopped on request (Ctrl-C or SIGTERM) after writing a checkpoint.
+    #[error(
+        "interrupted: stopped after step {step} and wrote checkpoint {}; run the same command \
+         again to resume",
+        checkpoint.display()
+    )]
+    Interrupted {
+        /// Completed steps.
+        step: u64,
+        /// The checkpoint written.
+        checkpoint: PathBuf,
+    },
     /// Too many consecutive NaN/Inf losses.
     #[error(
         "{count} consecutive steps had a NaN/Inf loss (last at step {step}); stopped after \
@@ -110,6 +151,15 @@ pub enum TrainError {
         /// The checkpoint written.
         checkpoint: PathBuf,
     },
+}
+
+impl From<crate::run_dir::RunDirError> for TrainError {
+    fn from(e: crate::run_dir::RunDirError) -> Self {
+        match e {
+            crate::run_dir::RunDirError::Locked(e) => e.into(),
+            crate::run_dir::RunDirError::Files(e) => e.into(),
+        }
+    }
 }
 
 impl From<DataSourceError> for TrainError {
@@ -137,6 +187,32 @@ pub struct RunOptions {
     pub verbose: bool,
     /// What `${IPT_DATA}` and `${IPT_TRAIN_DATA}` in the config's paths stand for.
     pub roots: DataRoots,
+    /// Raised from outside (e.g. a Ctrl-C handler) to stop after the current step with a
+    /// checkpoint ([`TrainError::Interrupted`]).
+    pub stop: StopSignal,
+}
+
+/// A request to stop a run gracefully, shared between the trainer and whoever may ask (a
+/// signal handler, a test): the run finishes its current step, writes a checkpoint and returns
+/// [`TrainError::Interrupted`].
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<AtomicBool>);
+
+impl StopSignal {
+    /// A signal nobody has raised yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ask the run to stop after its current step.
+    pub fn request(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was asked for.
+    pub fn requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// What a run did.
@@ -169,6 +245,10 @@ pub struct RunSummary {
     pub last_checkpoint: Option<PathBuf>,
     /// Fine-tuning: the exported single-task checkpoint.
     pub exported: Option<PathBuf>,
+    /// Checkpoints that could not be resumed from and were set aside, with the reason.
+    pub skipped_checkpoints: Vec<String>,
+    /// Temporary files of an interrupted earlier process, removed at start.
+    pub removed_temporaries: Vec<PathBuf>,
 }
 
 /// What one optimizer step did.
@@ -238,14 +318,6 @@ impl Trainer {
         let source = cfg.data_source(&opts.roots, file)?;
 
         let run = RunDir::open(&opts.run_dir)?;
-        let latest = run.checkpoints().latest()?;
-        if latest.is_some() {
-            run.check_same_experiment(cfg)?;
-        }
-        if dist.is_main() {
-            run.write_config(cfg)?;
-        }
-
         if let Some(t) = cfg.runtime.threads {
             tch::set_num_threads(t as i32);
         }
@@ -265,24 +337,16 @@ impl Trainer {
             .into());
         }
         let mut adam = Adam::from_var_store(&vs);
-
-        let state = match latest {
-            Some((st, weights, optim)) => {
-                let sd = ipt_model::checkpoint::read_state_dict(&weights)?;
-                ipt_model::checkpoint::copy_into(&vs, &sd, &weights)?;
-                adam.load_state(Tensor::read_safetensors(&optim)?)?;
+        let resumed = resume(&run, cfg, &vs, &mut adam, opts.verbose)?;
+        if dist.is_main() {
+            run.write_config(cfg)?;
+        }
+        let state = match &resumed.state {
+            Some(st) => {
                 if dist.is_main() {
                     run.log().truncate_after(st.step)?;
                 }
-                if opts.verbose {
-                    eprintln!(
-                        "resuming from {} (step {}, epoch {})",
-                        weights.display(),
-                        st.step,
-                        st.epoch
-                    );
-                }
-                st
+                st.clone()
             }
             None => {
                 // A fresh run: no stale rows from an earlier run that never checkpointed.
@@ -292,6 +356,16 @@ impl Trainer {
                 TrainState::fresh(cfg.runtime.seed)
             }
         };
+        if let Some(stop) = opts
+            .stop_after
+            .filter(|&s| s <= state.step && state.step > 0)
+        {
+            return Err(TrainError::NothingToDo {
+                run_dir: opts.run_dir.clone(),
+                step: state.step,
+                stop_after: stop,
+            });
+        }
 
         let tasks = cfg.model_tasks(mode);
         let sampler = Sampler::new(
@@ -329,6 +403,8 @@ impl Trainer {
             end_step: state.step,
             total_steps,
             nonfinite_steps: state.nonfinite_steps,
+            skipped_checkpoints: resumed.skipped,
+            removed_temporaries: run.removed_temporaries().to_vec(),
             baselines: validation
                 .as_ref()
                 .map(ValidationSet::baselines)
@@ -396,6 +472,14 @@ impl Trainer {
             }
             if self.due(self.cfg.checkpoint.every, at_end) {
                 self.save_checkpoint()?;
+            }
+            if self.opts.stop.requested() && self.state.step < end {
+                let checkpoint = self.save_checkpoint()?;
+                self.progress.finish();
+                return Err(TrainError::Interrupted {
+                    step: self.state.step,
+                    checkpoint,
+                });
             }
         }
         drop(batches);
@@ -517,6 +601,7 @@ impl Trainer {
         let state = TrainState {
             bad_files: stats.bad_files(),
             small_skips: stats.small_skips(),
+            config: Some(self.cfg.to_toml()),
             ..self.state.clone()
         };
         if !self.dist.is_main() {
@@ -618,7 +703,7 @@ impl Trainer {
         s.small_skips = self.data.stats.small_skips();
         s.nonfinite_steps = self.state.nonfinite_steps;
         if s.last_checkpoint.is_none() {
-            s.last_checkpoint = self.run.checkpoints().latest()?.map(|(_, w, _)| w);
+            s.last_checkpoint = self.run.checkpoints().latest()?.map(|c| c.weights);
         }
         if let (Mode::Finetune, Some(ft)) = (self.opts.mode, &self.cfg.finetune) {
             if self.state.step == self.total_steps {
@@ -649,6 +734,84 @@ impl Trainer {
 /// Run (or resume) a pre-training or fine-tuning run: [`Trainer::new`] then [`Trainer::fit`].
 pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, TrainError> {
     Trainer::new(cfg, opts)?.fit()
+}
+
+/// What [`resume`] found.
+struct Resumed {
+    /// The state of the checkpoint resumed from (`None`: a fresh run).
+    state: Option<TrainState>,
+    /// Checkpoints set aside, with the reason.
+    skipped: Vec<String>,
+}
+
+/// Load the newest checkpoint of `run` that can be read completely (state, weights, optimizer)
+/// into `vs` and `adam`. A checkpoint that cannot is set aside (renamed `*.corrupt`, kept) with a
+/// warning and the next older one is tried; one of a different experiment stops the run.
+fn resume(
+    run: &RunDir,
+    cfg: &ExperimentConfig,
+    vs: &nn::VarStore,
+    adam: &mut Adam,
+    verbose: bool,
+) -> Result<Resumed, TrainError> {
+    let steps = run.checkpoints().steps()?;
+    let mut skipped = Vec::new();
+    for &step in steps.iter().rev() {
+        let loaded = (|| -> Result<TrainState, TrainError> {
+            let ck = run.checkpoints().read(step)?;
+            run.check_same_experiment(cfg, ck.state.config.as_deref())?;
+            let sd = ipt_model::checkpoint::read_state_dict(&ck.weights)?;
+            ipt_model::checkpoint::copy_into(vs, &sd, &ck.weights)?;
+            let optim =
+                Tensor::read_safetensors(&ck.optim).map_err(|e| CheckpointDirError::Invalid {
+                    path: ck.optim.clone(),
+                    message: e.to_string(),
+                })?;
+            adam.load_state(optim)?;
+            Ok(ck.state)
+        })();
+        match loaded {
+            Ok(state) => {
+                if verbose {
+                    eprintln!(
+                        "resuming from {} (step {}, epoch {})",
+                        run.checkpoints().files(step).0.display(),
+                        state.step,
+                        state.epoch
+                    );
+                }
+                return Ok(Resumed {
+                    state: Some(state),
+                    skipped,
+                });
+            }
+            Err(e @ TrainError::ResumeMismatch(_)) => return Err(e),
+            Err(e) => {
+                let moved = run.checkpoints().set_aside(step)?;
+                let why = format!(
+                    "step {step}: {e} (set aside as {})",
+                    moved
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                eprintln!("warning: cannot resume from checkpoint {why}; trying the previous one");
+                skipped.push(why);
+            }
+        }
+    }
+    if steps.is_empty() {
+        Ok(Resumed {
+            state: None,
+            skipped,
+        })
+    } else {
+        Err(TrainError::NoUsableCheckpoint {
+            run_dir: run.path().to_path_buf(),
+            problems: skipped,
+        })
+    }
 }
 
 /// Errors unless the config suits the command (`[finetune]` present exactly for fine-tuning).

@@ -60,6 +60,7 @@ fn finetune_run_exports_a_single_task_checkpoint() {
         stop_after: None,
         verbose: false,
         roots: ipt_train::DataRoots::default(),
+        stop: Default::default(),
     };
     let pre = train(&pre_cfg, &opts(pre_dir.clone(), Mode::Pretrain)).unwrap();
     let ck = pre.last_checkpoint.unwrap();

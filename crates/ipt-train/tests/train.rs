@@ -26,6 +26,7 @@ fn opts(run_dir: &Path, stop_after: Option<u64>) -> RunOptions {
         stop_after,
         verbose: false,
         roots: DataRoots::default(),
+        stop: Default::default(),
     }
 }
 
@@ -282,4 +283,104 @@ fn validation_tiles_images_larger_than_the_patch() {
             );
         }
     }
+}
+
+/// TINY with checkpoints every 2 steps, run to `stop` in `dir`.
+fn tiny_until(
+    dir: &Path,
+    stop: Option<u64>,
+) -> Result<ipt_train::RunSummary, ipt_train::TrainError> {
+    train(&config(TINY), &opts(dir, stop))
+}
+
+#[test]
+fn truncated_latest_checkpoint_falls_back_to_the_previous_one_and_is_kept() {
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    tiny_until(dir.path(), Some(4)).unwrap();
+    let ck = dir.path().join("checkpoints");
+    let w4 = ck.join("step-00000004.safetensors");
+    let bytes = std::fs::read(&w4).unwrap();
+    std::fs::write(&w4, &bytes[..bytes.len() / 2]).unwrap();
+    let s = tiny_until(dir.path(), None).unwrap();
+    assert_eq!(
+        s.start_step, 2,
+        "resumed from the previous complete checkpoint"
+    );
+    assert_eq!(s.end_step, 6);
+    assert_eq!(
+        s.skipped_checkpoints.len(),
+        1,
+        "{:?}",
+        s.skipped_checkpoints
+    );
+    assert!(
+        s.skipped_checkpoints[0].contains("step 4"),
+        "{:?}",
+        s.skipped_checkpoints
+    );
+    // The corrupt files are kept, set aside; the new step-4 checkpoint is a complete one.
+    assert!(ck.join("step-00000004.safetensors.corrupt").is_file());
+    assert!(ck.join("step-00000004.json.corrupt").is_file());
+    assert!(ck.join("step-00000004.json").is_file());
+}
+
+#[test]
+fn a_stop_request_ends_the_run_after_the_current_step_with_a_checkpoint() {
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path(), None);
+    o.stop.request();
+    let err = train(&config(TINY), &o).unwrap_err();
+    match &err {
+        ipt_train::TrainError::Interrupted { step, checkpoint } => {
+            assert_eq!(*step, 1);
+            assert!(checkpoint.is_file(), "{}", checkpoint.display());
+        }
+        other => panic!("expected Interrupted, got {other}"),
+    }
+    assert!(err.to_string().contains("resume"), "{err}");
+    let s = tiny_until(dir.path(), None).unwrap();
+    assert_eq!((s.start_step, s.end_step), (1, 6));
+}
+
+#[test]
+fn stop_after_at_or_below_the_current_step_is_an_error() {
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    tiny_until(dir.path(), Some(4)).unwrap();
+    for stop in [2, 4] {
+        let err = tiny_until(dir.path(), Some(stop)).unwrap_err();
+        assert!(
+            matches!(err, ipt_train::TrainError::NothingToDo { step: 4, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("already at step 4"), "{err}");
+    }
+}
+
+#[test]
+fn a_deleted_config_toml_does_not_disable_the_experiment_check() {
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    tiny_until(dir.path(), Some(2)).unwrap();
+    std::fs::remove_file(dir.path().join("config.toml")).unwrap();
+    let other = config(&TINY.replace("seed = 11", "seed = 12"));
+    let err = train(&other, &opts(dir.path(), None)).unwrap_err();
+    assert!(
+        err.to_string().contains("runtime.seed"),
+        "the checkpoint's own config is compared: {err}"
+    );
+}
+
+#[test]
+fn a_second_run_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let held = ipt_train::run_dir::RunDir::open(dir.path()).unwrap();
+    let err = tiny_until(dir.path(), Some(1)).unwrap_err();
+    assert!(
+        err.to_string().contains(&std::process::id().to_string()),
+        "names the holder: {err}"
+    );
+    drop(held);
 }
