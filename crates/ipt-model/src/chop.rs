@@ -124,7 +124,7 @@ impl ChopGeometry {
     /// The tiling of an `h × w` image with `patch`-sized windows and output scale `scale`.
     /// Sizes below the patch are first padded to the patch (see [`forward_chop`]).
     pub fn new(h: usize, w: usize, patch: usize, scale: usize) -> Result<Self, ChopError> {
-        if patch == 0 || patch % 4 != 0 {
+        if patch == 0 || !patch.is_multiple_of(4) {
             return Err(ChopError::Patch(patch));
         }
         if scale == 0 {

@@ -173,13 +173,13 @@ impl IptConfig {
                 self.n_feats, self.patch_size, self.patch_dim
             ));
         }
-        if self.patch_size % self.patch_dim != 0 {
+        if !self.patch_size.is_multiple_of(self.patch_dim) {
             return bad(format!(
                 "patch_size {} is not divisible by patch_dim {}",
                 self.patch_size, self.patch_dim
             ));
         }
-        if self.num_heads == 0 || self.embedding_dim() % self.num_heads != 0 {
+        if self.num_heads == 0 || !self.embedding_dim().is_multiple_of(self.num_heads) {
             return bad(format!(
                 "embedding dim n_feats·patch_dim² = {} is not divisible by num_heads {}",
                 self.embedding_dim(),

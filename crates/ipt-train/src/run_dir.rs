@@ -231,7 +231,7 @@ mod tests {
         let keep = dir.path().join("checkpoints/step-00000002.json");
         std::fs::write(&keep, b"{}").unwrap();
         let run = RunDir::open(dir.path()).unwrap();
-        assert_eq!(run.removed_temporaries(), [stale.clone()]);
+        assert_eq!(run.removed_temporaries(), std::slice::from_ref(&stale));
         assert!(!stale.exists() && keep.exists());
     }
 }

@@ -639,7 +639,7 @@ impl Trainer {
 
     /// Whether a periodic action with period `every` (0 = never) is due after this step.
     fn due(&self, every: usize, at_end: bool) -> bool {
-        every > 0 && (self.state.step % every as u64 == 0 || at_end)
+        every > 0 && (self.state.step.is_multiple_of(every as u64) || at_end)
     }
 
     /// Record a finished step; every `log_every` steps (and at the end) log the window.
@@ -651,7 +651,7 @@ impl Trainer {
         self.window
             .push(out.task, loss.total, loss.l1, loss.contrastive);
         self.progress.at(out.step);
-        if out.step % self.cfg.runtime.log_every as u64 == 0 || out.step == end {
+        if out.step.is_multiple_of(self.cfg.runtime.log_every as u64) || out.step == end {
             let row = self.window.row(
                 out.step,
                 self.state.epoch,

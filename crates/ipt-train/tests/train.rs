@@ -329,7 +329,7 @@ fn truncated_latest_checkpoint_falls_back_to_the_previous_one_and_is_kept() {
 fn a_stop_request_ends_the_run_after_the_current_step_with_a_checkpoint() {
     let _guard = serial();
     let dir = tempfile::tempdir().unwrap();
-    let mut o = opts(dir.path(), None);
+    let o = opts(dir.path(), None);
     o.stop.request();
     let err = train(&config(TINY), &o).unwrap_err();
     match &err {

@@ -130,7 +130,7 @@ fn state_dict_entries(root: Value) -> Result<Vec<(String, TensorRef)>, String> {
 /// Views `storage` as described by `tref` and copies it into a fresh contiguous tensor.
 fn build_tensor(tref: &TensorRef, storage: &[u8]) -> Result<Tensor, String> {
     let es = tref.kind.elem_size();
-    if storage.len() % es != 0 {
+    if !storage.len().is_multiple_of(es) {
         return Err(format!(
             "storage of {} bytes is not a whole number of {es}-byte elements",
             storage.len()
