@@ -93,7 +93,7 @@ fn rank(args: &Args, env: &DistEnv) -> Result<()> {
     let mut grads: Vec<Tensor> = vs
         .trainable_variables()
         .iter()
-        .map(|v| Tensor::randn_like(v))
+        .map(Tensor::randn_like)
         .collect();
     let floats: i64 = grads.iter().map(|g| g.numel() as i64).sum();
     drop(vs);

@@ -82,8 +82,9 @@ pub struct ProcessGroup {
     hosts: Vec<Option<IpAddr>>,
 }
 
-// SAFETY: the shim's process group may be used from any thread, one call at a time (`&mut`-free calls are
-// serialised by the caller holding the group; c10d backends are internally synchronised).
+// SAFETY: the c10d objects behind `raw` are not tied to the thread that made them, so the group may move to another
+// thread. It is deliberately not `Sync`: collectives must be issued in the same order on every rank, which
+// concurrent calls from several threads would not guarantee.
 unsafe impl Send for ProcessGroup {}
 
 impl Drop for ProcessGroup {
@@ -160,11 +161,24 @@ impl ProcessGroup {
         let mut raw: *mut RawPg = std::ptr::null_mut();
         let (result, device) = match backend {
             Backend::Gloo => {
+                let iface_name = std::env::var("GLOO_SOCKET_IFNAME").unwrap_or_default();
+                if local_ip.is_loopback()
+                    && env.world_size > env.local_world_size
+                    && iface_name.is_empty()
+                {
+                    // e.g. Debian's /etc/hosts maps the host name to 127.0.1.1: peers on other machines could
+                    // not reach a Gloo bound there.
+                    return Err(DistError::LocalAddress {
+                        master: env.master_addr.clone(),
+                        reason: format!(
+                            "it resolves to the loopback address {local_ip} here, but the job spans machines \
+                             ({} ranks, {} on this one); use its network address",
+                            env.world_size, env.local_world_size
+                        ),
+                    });
+                }
                 let host = cstring("address", &local_ip.to_string())?;
-                let iface = cstring(
-                    "GLOO_SOCKET_IFNAME",
-                    &std::env::var("GLOO_SOCKET_IFNAME").unwrap_or_default(),
-                )?;
+                let iface = cstring("GLOO_SOCKET_IFNAME", &iface_name)?;
                 let r = ffi::call(|err| unsafe {
                     // SAFETY: valid NUL-terminated strings and out-pointers for the duration of the call.
                     ffi::ipt_pg_new_gloo(
@@ -470,5 +484,42 @@ impl ProcessGroup {
         } else {
             Err(DistError::LayoutMismatch { indices })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_build_script_and_the_shim_agree_on_nccl() {
+        assert_eq!(Backend::Nccl.is_available(), cfg!(ipt_dist_nccl));
+        assert!(Backend::Gloo.is_available());
+        assert_eq!(Backend::for_device(Device::Cuda(3)), Backend::Nccl);
+        assert_eq!(Backend::for_device(Device::Cpu), Backend::Gloo);
+    }
+
+    #[test]
+    fn loopback_masters_give_loopback_addresses() {
+        for master in ["127.0.0.1", "127.0.0.2", "::1"] {
+            let ip = local_address_towards(master, 29500).unwrap();
+            assert_eq!(ip, master.parse::<IpAddr>().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_loopback_master_is_refused_for_a_job_spanning_machines() {
+        let env = DistEnv {
+            rank: 0,
+            world_size: 4,
+            local_rank: 0,
+            local_world_size: 2,
+            master_addr: "127.0.0.1".into(),
+            master_port: 29500,
+            launcher: crate::Launcher::Torchrun,
+        };
+        let err = ProcessGroup::connect(&env, Backend::Gloo, Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, DistError::LocalAddress { .. }), "{err}");
+        assert!(err.to_string().contains("spans machines"), "{err}");
     }
 }

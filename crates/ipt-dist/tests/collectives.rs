@@ -211,7 +211,8 @@ fn a_stopped_rank_times_out_the_survivor() {
         "the survivor must exit with an error ({status:?}):\n{out}"
     );
     assert!(
-        took >= Duration::from_millis(2900) && took < Duration::from_secs(10),
+        // the op in flight may have started a little before the stop: allow for that, not for an instant error
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
         "a 3 s timeout fired after {took:?}"
     );
     assert!(
