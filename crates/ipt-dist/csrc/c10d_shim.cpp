@@ -5,6 +5,10 @@
 // `Tensor::as_mut_ptr()` returns), and never lets a C++ exception cross into Rust: every entry point catches
 // everything and returns an error kind plus a message (allocated with malloc; free it with ipt_dist_free_string).
 //
+// Gloo's headers come from Debian's libgloo-dev, not from the Gloo compiled into libtorch_cpu.so; that is safe here
+// because the shim touches Gloo only through std::shared_ptr<gloo::transport::Device> handles that libtorch creates
+// and consumes: no Gloo object is allocated or laid out by this file.
+//
 // Built by crates/ipt-dist/build.rs with -std=c++17 -D_GLIBCXX_USE_CXX11_ABI=1 -DUSE_C10D_GLOO, and with
 // -DUSE_C10D_NCCL -DIPT_DIST_NCCL only when the CUDA libtorch and the CUDA/NCCL headers are present.
 
