@@ -4,6 +4,8 @@
 //! cargo with the environment torch-sys needs. User-facing jobs (`pretrain`, `bench-sr`, `restore`, ...) are
 //! forwarded to the `ipt` binary, built in release mode.
 
+mod gloo;
+mod launch;
 mod libtorch;
 
 use anyhow::{Context, Result};
@@ -45,9 +47,11 @@ enum Cmd {
     },
     /// `cargo fmt --check` and `cargo clippy --workspace --all-targets -- -D warnings`.
     Lint,
-    /// Multi-task pre-training: `cargo xtask pretrain configs/demo.toml` (runs `ipt pretrain`).
+    /// Multi-task pre-training: `cargo xtask pretrain configs/demo.toml` (runs `ipt pretrain`). With
+    /// `--nproc-per-node N [--nnodes M --node-rank K --master-addr HOST --master-port P]` it starts N ranks
+    /// (see docs/distributed.md).
     Pretrain(Forward),
-    /// Fine-tune one task (runs `ipt finetune`).
+    /// Fine-tune one task (runs `ipt finetune`); takes the same launcher flags as `pretrain`.
     Finetune(Forward),
     /// Super-resolution benchmark (runs `ipt bench-sr`).
     BenchSr(Forward),
@@ -88,10 +92,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Setup { cuda } => {
             let lt = setup(cuda)?;
             report(&lt);
+            let gloo = ensure_gloo()?;
+            println!(
+                "gloo:      headers in {} (for ipt-dist's C++ shim)",
+                gloo.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Env { cuda } => {
             let lt = setup(cuda)?;
+            check_gloo();
             for (k, v) in lt.cargo_env() {
                 println!("export {k}={}", shell_quote(&v));
             }
@@ -99,12 +109,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Test { args } => {
             let lt = setup(false)?;
+            ensure_gloo()?;
             let mut a: Vec<OsString> = vec!["test".into(), "--workspace".into()];
             a.extend(args);
             cargo(&lt, &a)
         }
         Cmd::Lint => {
             let lt = setup(false)?;
+            ensure_gloo()?;
             let fmt = cargo(&lt, &os(&["fmt", "--all", "--", "--check"]))?;
             if fmt != ExitCode::SUCCESS {
                 eprintln!("xtask: `cargo fmt` found unformatted code (run `cargo fmt --all`)");
@@ -122,8 +134,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ]),
             )
         }
-        Cmd::Pretrain(f) => forward("pretrain", f),
-        Cmd::Finetune(f) => forward("finetune", f),
+        Cmd::Pretrain(f) => train("pretrain", f),
+        Cmd::Finetune(f) => train("finetune", f),
         Cmd::BenchSr(f) => forward("bench-sr", f),
         Cmd::BenchDenoise(f) => forward("bench-denoise", f),
         Cmd::BenchDerain(f) => forward("bench-derain", f),
@@ -151,6 +163,36 @@ fn setup(cuda: bool) -> Result<Libtorch> {
         eprintln!("xtask: installed libtorch into {}", lt.dir.display());
     }
     Ok(lt)
+}
+
+/// `IPT_GLOO_INCLUDE`, when set and non-empty.
+fn gloo_override() -> Option<std::path::PathBuf> {
+    std::env::var_os(gloo::ENV_OVERRIDE)
+        .filter(|v| !v.is_empty())
+        .map(Into::into)
+}
+
+/// Make sure the Gloo headers ipt-dist's shim needs are present, installing `libgloo-dev` as root.
+fn ensure_gloo() -> Result<std::path::PathBuf> {
+    gloo::ensure(&gloo::SystemGlooHost, gloo_override(), &mut |n| {
+        eprintln!("xtask: note: {n}")
+    })
+    .context("Gloo headers set-up failed")
+}
+
+/// For `cargo xtask env`, which must stay quick: say (on stderr) when the Gloo headers are missing, never install.
+fn check_gloo() {
+    let host = gloo::SystemGlooHost;
+    match gloo::plan(&gloo::inputs(&host, gloo_override())) {
+        gloo::GlooPlan::Present(_) => {}
+        gloo::GlooPlan::Install(_) => eprintln!(
+            "xtask: note: the Gloo headers ({}) are missing, so ipt-dist will not build; \
+             `cargo xtask setup` installs {}",
+            gloo::MARKER,
+            gloo::PACKAGE
+        ),
+        gloo::GlooPlan::Fail(e) => eprintln!("xtask: note: {e}"),
+    }
 }
 
 fn report(lt: &Libtorch) {
@@ -209,6 +251,7 @@ fn cargo(lt: &Libtorch, args: &[OsString]) -> Result<ExitCode> {
 /// `cargo run --release -p ipt-cli --bin ipt -- NAME ARGS`.
 fn forward(name: &str, f: Forward) -> Result<ExitCode> {
     let lt = setup(false)?;
+    ensure_gloo()?;
     let mut a = os(&[
         "run",
         "--release",
@@ -221,4 +264,80 @@ fn forward(name: &str, f: Forward) -> Result<ExitCode> {
     ]);
     a.extend(f.args);
     cargo(&lt, &a)
+}
+
+/// `pretrain` / `finetune`: the plain forward, or the multi-process launcher when a launcher flag is given.
+fn train(name: &str, f: Forward) -> Result<ExitCode> {
+    let (opts, args) = launch::split_args(&f.args)?;
+    match opts {
+        None => forward(name, Forward { args }),
+        Some(opts) => launch_ranks(name, &opts, &args),
+    }
+}
+
+/// `cargo build --release -p ipt-cli --bin ipt`; returns the binary's path.
+fn build_ipt(lt: &Libtorch) -> Result<std::path::PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "--package",
+        "ipt-cli",
+        "--bin",
+        "ipt",
+        "--message-format=json-render-diagnostics",
+    ])
+    .stdout(std::process::Stdio::piped());
+    for (k, v) in lt.cargo_env() {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not run {}", cargo.to_string_lossy()))?;
+    anyhow::ensure!(out.status.success(), "building the `ipt` binary failed");
+    launch::executable_from_cargo_json(&String::from_utf8_lossy(&out.stdout), "ipt")
+        .context("cargo built `ipt` but did not say where")
+}
+
+/// Start this machine's ranks of `ipt NAME ARGS` and supervise them (see [`launch`]).
+fn launch_ranks(name: &str, opts: &launch::LaunchOpts, args: &[OsString]) -> Result<ExitCode> {
+    let lt = setup(false)?;
+    ensure_gloo()?;
+    let ipt = build_ipt(&lt)?;
+    let gpu = std::path::Path::new("/proc/driver/nvidia/version").exists();
+    let cpu_threads = (!gpu && std::env::var_os("IPT_THREADS").is_none()).then(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let specs = launch::plan(opts, cpu_threads);
+    let world = opts.nnodes * opts.nproc_per_node;
+    eprintln!(
+        "xtask: starting ranks {}..={} of {world} (`ipt {name}`), rendezvous at {}:{}{}",
+        specs[0].rank,
+        specs[specs.len() - 1].rank,
+        opts.master_addr.as_deref().unwrap_or("127.0.0.1"),
+        opts.master_port,
+        cpu_threads
+            .map(|t| format!(", {} CPU threads each", (t / opts.nproc_per_node).max(1)))
+            .unwrap_or_default()
+    );
+    let mut rank_args: Vec<OsString> = vec![name.into()];
+    rank_args.extend(args.iter().cloned());
+    let commands = specs
+        .iter()
+        .map(|s| (s.rank, launch::rank_command(ipt.as_os_str(), &rank_args, s)))
+        .collect();
+    let mut signals = launch::signal_source().context("cannot install the Ctrl-C handler")?;
+    let out: launch::Sink = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let err: launch::Sink = std::sync::Arc::new(std::sync::Mutex::new(std::io::stderr()));
+    let outcome = launch::supervise(commands, out, err, launch::KILL_GRACE, &mut signals)?;
+    if let Some((rank, ending)) = outcome.first_failure {
+        eprintln!(
+            "xtask: rank {rank} failed ({ending}); the job exits with code {}",
+            outcome.exit_code
+        );
+    }
+    Ok(ExitCode::from(u8::try_from(outcome.exit_code).unwrap_or(1)))
 }
