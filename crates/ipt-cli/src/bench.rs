@@ -38,6 +38,10 @@ pub struct CommonArgs {
     /// Evaluate at most N images per set (a quick look).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Run the sets that exist and list missing ones as `missing` rows (default: a missing or
+    /// misspelled set is an error).
+    #[arg(long)]
+    skip_missing: bool,
     /// IPT checkpoint (.pt or .safetensors); repeat it, one per task. `TASK=FILE` names the task
     /// of a scale-1 checkpoint (sr2, sr3, sr4, derain, denoise30, denoise50).
     #[arg(long, value_name = "[TASK=]CKPT")]
@@ -185,6 +189,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
                 sets: args.sets,
                 scales: args.scales,
                 limit: args.common.limit,
+                skip_missing: args.common.skip_missing,
             };
             let outcome = bench::run_sr(&root, &opts, &mut method, &progress)?;
             emit(&outcome, &args.common)
@@ -197,6 +202,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
                 sets: args.sets,
                 sigmas: args.sigmas,
                 limit: args.common.limit,
+                skip_missing: args.common.skip_missing,
                 seed: args.seed,
             };
             let outcome = bench::run_denoise(&root, &opts, &mut method, &progress)?;

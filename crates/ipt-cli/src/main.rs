@@ -6,6 +6,7 @@
 mod bench;
 mod checkpoint_cmds;
 mod doctor;
+mod plot_runs;
 mod restore;
 mod train;
 
@@ -38,6 +39,8 @@ enum Command {
     Info(checkpoint_cmds::InfoArgs),
     /// Convert a checkpoint (e.g. an official .pt) to .safetensors with its config.
     Convert(checkpoint_cmds::ConvertArgs),
+    /// Draw one task's validation curves of several runs in one chart.
+    PlotRuns(plot_runs::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +54,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Info(args) => checkpoint_cmds::run_info(args),
         Command::Convert(args) => checkpoint_cmds::run_convert(args),
+        Command::PlotRuns(args) => plot_runs::run(args),
     }
 }

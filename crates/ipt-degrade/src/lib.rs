@@ -44,5 +44,16 @@ pub use task::Task;
 /// An image: CHW, RGB (3 channels; 1 only where a function says so), `f32` on the 0–255 scale.
 pub type Image = ndarray::Array3<f32>;
 
+/// An image's size as users read it in messages: `width×height` (`480×320`), with the channel
+/// count when it is not 3 (`480×320, 1 channel`).
+pub fn size_text(img: &Image) -> String {
+    let (c, h, w) = img.dim();
+    match c {
+        3 => format!("{w}×{h}"),
+        1 => format!("{w}×{h}, 1 channel"),
+        _ => format!("{w}×{h}, {c} channels"),
+    }
+}
+
 /// The documented seeded random generator of the workspace (ChaCha with 8 rounds).
 pub type Rng8 = rand_chacha::ChaCha8Rng;

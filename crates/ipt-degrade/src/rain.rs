@@ -185,7 +185,7 @@ pub fn try_add_rain(img: &Image, streak: &Array2<f32>) -> Result<Image, DegradeE
     if streak.dim() != (h, w) {
         return Err(DegradeError::Shape {
             shape: streak.shape().to_vec(),
-            reason: format!("rain layer does not match the {h}x{w} image"),
+            reason: format!("rain layer does not match the {w}×{h} image"),
         });
     }
     let mut out = img.to_owned();

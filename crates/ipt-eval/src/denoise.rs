@@ -41,6 +41,8 @@ pub struct DenoiseOptions {
     pub sigmas: Vec<u32>,
     /// At most this many images per set.
     pub limit: Option<usize>,
+    /// Report missing sets as `missing` rows instead of stopping.
+    pub skip_missing: bool,
     /// Base seed of the per-image noise.
     pub seed: u64,
 }
@@ -51,6 +53,7 @@ impl Default for DenoiseOptions {
             sets: DEFAULT_DENOISE_SETS.iter().map(|s| s.to_string()).collect(),
             sigmas: DEFAULT_SIGMAS.to_vec(),
             limit: None,
+            skip_missing: false,
             seed: DEFAULT_NOISE_SEED,
         }
     }
@@ -78,7 +81,7 @@ pub fn run_denoise(
     progress: &BenchProgress,
 ) -> Result<BenchOutcome, BenchError> {
     let jobs: Vec<Job> = opts.sigmas.iter().map(|&s| Job::Denoise(s)).collect();
-    let found = find_sets(root, &opts.sets, opts.limit)?;
+    let found = find_sets(root, &opts.sets, opts.limit, opts.skip_missing)?;
     run_grid(
         BenchTask::Denoise,
         &jobs,

@@ -4,6 +4,7 @@
 //! quantized, and PSNR and SSIM are computed on Y (IPT convention) with no shave.
 
 use ipt_degrade::io::read_image;
+use ipt_degrade::size_text;
 
 use crate::data_root::DataRoot;
 use crate::method::Method;
@@ -36,10 +37,10 @@ pub fn rain_pair(pair: &RainPair) -> Result<Pair, BenchError> {
         return Err(BenchError::Shape {
             path: pair.rainy.clone(),
             reason: format!(
-                "shape {:?} differs from its clean image {} {:?}",
-                rainy.dim(),
+                "is {}, its clean image {} is {}",
+                size_text(&rainy),
                 pair.clean.display(),
-                clean.dim()
+                size_text(&clean)
             ),
         });
     }

@@ -18,6 +18,19 @@ pub enum BenchError {
         /// The folders that were tried, comma separated.
         looked: String,
     },
+    /// Some of the requested sets are missing (without `--skip-missing`).
+    #[error(
+        "benchmark set(s) missing under {root} (from {source_name}): {sets}. Check the names and \
+         the data root (--data-root / IPT_DATA), or pass --skip-missing to run the sets that exist"
+    )]
+    MissingSets {
+        /// The data root searched.
+        root: PathBuf,
+        /// Which setting supplied the root.
+        source_name: String,
+        /// Each missing set and why, `; `-separated.
+        sets: String,
+    },
     /// The Rain100L test pairs are absent or unusable.
     #[error(
         "Rain100L not usable at {dir}: {reason}. Expected pairs rain-NNN.png / norain-NNN.png \

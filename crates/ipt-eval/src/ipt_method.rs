@@ -33,8 +33,10 @@ pub struct WeightsSpec {
 }
 
 impl FromStr for WeightsSpec {
-    type Err = std::convert::Infallible;
+    type Err = String;
 
+    /// `TASK=FILE` or `FILE`. A plain word before `=` that is not a task is an error (a typo
+    /// such as `banana=ck.safetensors`), unless the whole argument names an existing file.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some((prefix, rest)) = s.split_once('=') {
             if let Ok(task) = prefix.parse::<Task>() {
@@ -42,6 +44,16 @@ impl FromStr for WeightsSpec {
                     task: Some(task),
                     path: PathBuf::from(rest),
                 });
+            }
+            let word = !prefix.is_empty()
+                && prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if word && !Path::new(s).exists() {
+                return Err(format!(
+                    "unknown task `{prefix}` in `{s}`; the task before `=` must be one of {}",
+                    Task::ALL.map(|t| t.name()).join(", ")
+                ));
             }
         }
         Ok(WeightsSpec {
@@ -80,7 +92,10 @@ pub fn tasks_of(
                 config
                     .tasks
                     .as_ref()
-                    .map(|t| format!(" (recorded tasks {t:?})"))
+                    .map(|t| format!(
+                        " (recorded tasks {})",
+                        t.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+                    ))
                     .unwrap_or_default()
             ))),
         };
@@ -220,7 +235,7 @@ impl IptMethod {
     pub fn check(&self, job: Job) -> Result<(), BenchError> {
         let task = job.task().ok_or_else(|| {
             BenchError::Unsupported(format!(
-                "IPT has no task for {job:?} (SR x2/x3/x4, denoise sigma 30/50, derain)"
+                "IPT has no task for {job} (SR x2/x3/x4, denoise sigma 30/50, derain)"
             ))
         })?;
         match self.find(task) {
@@ -252,7 +267,7 @@ impl IptMethod {
         self.check(job)?;
         let task = job
             .task()
-            .ok_or_else(|| BenchError::Unsupported(format!("{job:?}")))?;
+            .ok_or_else(|| BenchError::Unsupported(format!("IPT has no task for {job}")))?;
         let (ckpt, idx) = self
             .find(task)
             .ok_or_else(|| BenchError::Unsupported(format!("no checkpoint performs {task}")))?;
@@ -279,6 +294,11 @@ mod tests {
         let w: WeightsSpec = "C:=weird/IPT_sr2.pt".parse().unwrap();
         assert_eq!(w.task, None);
         assert_eq!(w.path, PathBuf::from("C:=weird/IPT_sr2.pt"));
+        let err = "banana=ck.safetensors".parse::<WeightsSpec>().unwrap_err();
+        assert!(
+            err.contains("unknown task `banana`") && err.contains("denoise30"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -57,6 +57,17 @@ impl Job {
     }
 }
 
+impl std::fmt::Display for Job {
+    /// `SR x2`, `denoising sigma 30`, `deraining`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Sr(s) => write!(f, "SR x{s}"),
+            Job::Denoise(sigma) => write!(f, "denoising sigma {sigma}"),
+            Job::Derain => write!(f, "deraining"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -103,6 +103,34 @@ pub struct MissingSet {
     pub name: String,
     /// The folders that were tried.
     pub looked: Vec<PathBuf>,
+    /// Folders among `looked` that exist but hold no image file.
+    pub empty: Vec<PathBuf>,
+}
+
+impl MissingSet {
+    /// `Set14: not found (looked for …)`, or `Set14: … exists but holds no image files (png, …)`.
+    pub fn describe(&self) -> String {
+        let list = |v: &[PathBuf]| {
+            v.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if self.empty.is_empty() {
+            format!(
+                "{}: not found (looked for {})",
+                self.name,
+                list(&self.looked)
+            )
+        } else {
+            format!(
+                "{}: {} exists but holds no image files ({})",
+                self.name,
+                list(&self.empty),
+                ipt_degrade::files::IMAGE_EXTENSIONS.join(", ")
+            )
+        }
+    }
 }
 
 /// The outcome of looking for several sets.
@@ -209,10 +237,14 @@ pub fn discover_sets(root: &DataRoot, names: &[String]) -> Result<Discovery, Ben
     for name in names {
         match find_set(&root.path, name)? {
             Some(set) => found.push(set),
-            None => missing.push(MissingSet {
-                name: name.clone(),
-                looked: candidate_dirs(&root.path, name),
-            }),
+            None => {
+                let looked = candidate_dirs(&root.path, name);
+                missing.push(MissingSet {
+                    name: name.clone(),
+                    empty: looked.iter().filter(|d| d.is_dir()).cloned().collect(),
+                    looked,
+                })
+            }
         }
     }
     if found.is_empty() {
@@ -231,14 +263,29 @@ pub fn discover_sets(root: &DataRoot, names: &[String]) -> Result<Discovery, Ben
     Ok(Discovery { found, missing })
 }
 
-/// The sets `names` under `root` ([`discover_sets`]), each cut to its first `limit` images.
+/// The sets `names` under `root` ([`discover_sets`]), each cut to its first `limit` images. A
+/// requested set that is missing (or an existing but empty folder) is an error naming it and
+/// where it was looked for, unless `skip_missing`, which reports it as a `missing` row instead.
 pub fn find_sets(
     root: &DataRoot,
     names: &[String],
     limit: Option<usize>,
+    skip_missing: bool,
 ) -> Result<FoundSets, BenchError> {
     check_limit(limit)?;
     let discovery = discover_sets(root, names)?;
+    if !skip_missing && !discovery.missing.is_empty() {
+        return Err(BenchError::MissingSets {
+            root: root.path.clone(),
+            source_name: root.source.to_string(),
+            sets: discovery
+                .missing
+                .iter()
+                .map(MissingSet::describe)
+                .collect::<Vec<_>>()
+                .join("; "),
+        });
+    }
     Ok(FoundSets {
         names: names.to_vec(),
         found: discovery
@@ -300,7 +347,7 @@ mod tests {
         // Flat layout, found through the BSD100 alias.
         touch(&root.join("BSD100/2.PNG"));
         touch(&root.join("BSD100/1.png"));
-        // An empty set folder counts as missing.
+        // An empty set folder counts as missing, and says so.
         std::fs::create_dir_all(root.join("Set14")).unwrap();
         // Found whatever the case of the folder name.
         touch(&root.join("urban100/img_001.png"));
@@ -335,6 +382,28 @@ mod tests {
         let missing: Vec<_> = d.missing.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(missing, ["Set14"]);
         assert_eq!(d.missing[0].looked, vec![root.join("Set14")]);
+        assert!(d.missing[0]
+            .describe()
+            .contains("exists but holds no image files"));
+        // Without skip_missing the run stops, naming the set and why.
+        let err = find_sets(&root_at(root), &names, None, false).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("Set14") && msg.contains("no image files"),
+            "{msg}"
+        );
+        assert!(msg.contains("--skip-missing"), "{msg}");
+        let ok = find_sets(&root_at(root), &names, None, true).unwrap();
+        assert_eq!(ok.missing.len(), 1);
+        let typo = find_sets(
+            &root_at(root),
+            &["Set55".to_string(), "Set5".into()],
+            None,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(typo.contains("Set55: not found"), "{typo}");
 
         assert_eq!(d.found[0].clone().truncated(Some(1)).images.len(), 1);
         assert_eq!(d.found[0].clone().truncated(None).images.len(), 2);

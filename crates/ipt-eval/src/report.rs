@@ -308,13 +308,7 @@ pub fn render_markdown(outcome: &BenchOutcome) -> String {
         }
     }
     for m in &outcome.missing {
-        let looked = m
-            .looked
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let _ = write!(s, "\nMissing set {} (skipped); looked in: {looked}", m.name);
+        let _ = write!(s, "\nMissing set (skipped): {}", m.describe());
     }
     if !outcome.missing.is_empty() {
         s.push('\n');
@@ -462,6 +456,7 @@ mod tests {
             missing: vec![MissingSet {
                 name: "Urban100".into(),
                 looked: vec![PathBuf::from("/data/Urban100")],
+                empty: vec![],
             }],
         };
         let md = render_markdown(&outcome);
@@ -473,7 +468,10 @@ mod tests {
             md.contains("| Urban100 | ×2 | missing | – | – | 33.76 | 26.88 / 0.8403 | – |"),
             "{md}"
         );
-        assert!(md.contains("Missing set Urban100 (skipped); looked in: /data/Urban100"));
+        assert!(
+            md.contains("Missing set (skipped): Urban100: not found (looked for /data/Urban100)"),
+            "{md}"
+        );
         assert_eq!(outcome.report().results.len(), 1);
     }
 }

@@ -3,7 +3,7 @@
 //! against the target's shape, then PSNR-Y and SSIM-Y (IPT convention, `shave` = the SR scale,
 //! none for scale-1 tasks) and, for denoising, PSNR on RGB (the SwinIR protocol, no shave).
 
-use ipt_degrade::{quantize, Image};
+use ipt_degrade::{quantize, size_text, Image};
 
 use crate::job::Job;
 use crate::BenchError;
@@ -32,9 +32,9 @@ pub fn score_restored(
         return Err(BenchError::Shape {
             path: image.into(),
             reason: format!(
-                "restored image has shape {:?} but the ground truth has {:?}",
-                out.dim(),
-                target.dim()
+                "the restored image is {} but the ground truth is {}",
+                size_text(&out),
+                size_text(target)
             ),
         });
     }

@@ -38,6 +38,8 @@ pub struct SrOptions {
     pub scales: Vec<usize>,
     /// At most this many images per set (a quick look).
     pub limit: Option<usize>,
+    /// Report missing sets as `missing` rows instead of stopping.
+    pub skip_missing: bool,
 }
 
 impl Default for SrOptions {
@@ -46,6 +48,7 @@ impl Default for SrOptions {
             sets: DEFAULT_SR_SETS.iter().map(|s| s.to_string()).collect(),
             scales: DEFAULT_SR_SCALES.to_vec(),
             limit: None,
+            skip_missing: false,
         }
     }
 }
@@ -109,7 +112,7 @@ pub fn run_sr(
         )));
     }
     let jobs: Vec<Job> = opts.scales.iter().map(|&s| Job::Sr(s)).collect();
-    let found = find_sets(root, &opts.sets, opts.limit)?;
+    let found = find_sets(root, &opts.sets, opts.limit, opts.skip_missing)?;
     run_grid(
         BenchTask::Sr,
         &jobs,

@@ -100,7 +100,20 @@ fn bicubic_sr_on_a_generated_flat_set() {
         sets: vec!["Gen".into(), "Nope".into()],
         scales: vec![2, 3],
         limit: None,
+        skip_missing: true,
     };
+    // Without --skip-missing, a missing set stops the run before anything is evaluated.
+    let err = run_sr(
+        &root(tmp.path()),
+        &SrOptions {
+            skip_missing: false,
+            ..opts.clone()
+        },
+        &mut Method::Bicubic,
+        &BenchProgress::hidden(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("Nope: not found"), "{err}");
     let outcome = run_sr(
         &root(tmp.path()),
         &opts,
@@ -199,6 +212,7 @@ fn bicubic_sr_on_a_generated_flat_set() {
             sets: vec!["Gen".into()],
             scales: vec![2],
             limit: Some(0),
+            skip_missing: false,
         },
         &mut Method::Bicubic,
         &BenchProgress::hidden(),
@@ -221,6 +235,7 @@ fn edsr_layout_uses_the_lr_file_and_crops_hr_to_it() {
             sets: vec!["Set5".into()],
             scales: vec![4],
             limit: None,
+            skip_missing: false,
         },
         &mut Method::Bicubic,
         &BenchProgress::hidden(),
@@ -270,6 +285,7 @@ fn denoise_identity_reports_both_protocols() {
         sets: vec!["CBSD68".into()],
         sigmas: vec![30, 50],
         limit: None,
+        skip_missing: false,
         seed: 7,
     };
     let outcome = run_denoise(
@@ -308,6 +324,7 @@ fn denoise_identity_reports_both_protocols() {
         &root(tmp.path()),
         &DenoiseOptions {
             limit: Some(1),
+            skip_missing: false,
             sigmas: vec![50],
             ..opts
         },
@@ -413,6 +430,7 @@ fn tiny_random_ipt_runs_end_to_end() {
             sets: vec!["Gen".into()],
             scales: vec![3],
             limit: None,
+            skip_missing: false,
         },
         &mut method,
         &BenchProgress::hidden(),
@@ -427,6 +445,7 @@ fn tiny_random_ipt_runs_end_to_end() {
             sets: vec!["Gen".into()],
             scales: vec![2],
             limit: None,
+            skip_missing: false,
         },
         &mut method,
         &progress,
@@ -450,6 +469,7 @@ fn tiny_checkpoint_file_gives_the_same_numbers_as_the_network_in_memory() {
         sets: vec!["Gen".into()],
         scales: vec![2],
         limit: None,
+        skip_missing: false,
     };
     let run = |ipt: IptMethod| {
         run_sr(
@@ -503,6 +523,7 @@ fn bicubic_reproduces_the_published_set5_row() {
             sets: vec!["Set5".into()],
             scales: vec![2, 3, 4],
             limit: None,
+            skip_missing: false,
         },
         &mut Method::Bicubic,
         &BenchProgress::hidden(),

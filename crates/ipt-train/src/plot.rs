@@ -292,6 +292,108 @@ pub fn plot(dir: &Path, rows: &[LogRow]) -> Result<(), PlotError> {
     )
 }
 
+/// One curve of [`plot_runs`]: a label and the run directories it chains; each run's steps
+/// continue after the previous run's last step (pre-training, then fine-tuning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunChain {
+    /// The legend label.
+    pub label: String,
+    /// Run directories (each holding a `metrics.jsonl`), in order.
+    pub runs: Vec<PathBuf>,
+}
+
+/// The validation curve of one chain, as drawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainCurve {
+    /// The chain's label.
+    pub label: String,
+    /// `(step, PSNR-Y)` of every validation of the task, steps counted from the chain's start.
+    pub points: Vec<(f64, f64)>,
+    /// The task's baseline, when the runs logged one.
+    pub baseline: Option<f64>,
+}
+
+/// The validation PSNR-Y of `task` along each chain of runs, read from their run logs, drawn
+/// into one chart at `out` (solid: the chains; dashed: the task's trivial baseline). Errors name
+/// a run that has no validation of `task`.
+pub fn plot_runs(
+    out: &Path,
+    task: &str,
+    chains: &[RunChain],
+) -> Result<Vec<ChainCurve>, PlotError> {
+    let mut curves = Vec::new();
+    for chain in chains {
+        let (mut offset, mut points, mut baseline) = (0.0, Vec::new(), None);
+        for dir in &chain.runs {
+            let rows = crate::run_log::RunLog::new(dir.join("metrics.jsonl")).read();
+            let mut last = 0.0f64;
+            let before = points.len();
+            for r in &rows {
+                match r {
+                    LogRow::Train { step, .. } => last = last.max(*step as f64),
+                    LogRow::Validation {
+                        step,
+                        psnr_y,
+                        baseline: base,
+                    } => {
+                        if let Some(p) = psnr_y.get(task) {
+                            points.push((offset + *step as f64, *p));
+                            last = last.max(*step as f64);
+                        }
+                        if let Some(b) = base.get(task) {
+                            baseline = Some(*b);
+                        }
+                    }
+                }
+            }
+            if points.len() == before {
+                return Err(PlotError::Draw {
+                    path: dir.clone(),
+                    message: format!("no validation of task {task} in its metrics.jsonl"),
+                });
+            }
+            offset += last;
+        }
+        curves.push(ChainCurve {
+            label: chain.label.clone(),
+            points,
+            baseline,
+        });
+    }
+    let mut series: Vec<Series> = curves
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Series {
+            name: c.label.clone(),
+            points: c.points.clone(),
+            color: i + 1,
+            dashed: false,
+        })
+        .collect();
+    if let Some((b, x1)) = curves.iter().find_map(|c| {
+        let x1 = curves
+            .iter()
+            .flat_map(|c| c.points.iter().map(|p| p.0))
+            .fold(0.0, f64::max);
+        c.baseline.map(|b| (b, x1))
+    }) {
+        series.push(Series {
+            name: format!("{task} baseline ({})", baseline_label(task)),
+            points: vec![(0.0, b), (x1, b)],
+            color: 0,
+            dashed: true,
+        });
+    }
+    draw_chart(
+        out,
+        &format!("validation PSNR-Y, {task}"),
+        "PSNR-Y (dB)",
+        &series,
+        false,
+    )?;
+    Ok(curves)
+}
+
 /// `bicubic` for SR task names, `input` otherwise.
 fn baseline_label(task: &str) -> &'static str {
     if task.starts_with("sr") {
@@ -317,6 +419,69 @@ fn smooth(pts: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn write_log(dir: &Path, rows: &[LogRow]) {
+        let log = crate::run_log::RunLog::new(dir.join("metrics.jsonl"));
+        for r in rows {
+            log.append(r).unwrap();
+        }
+    }
+
+    fn val(step: u64, p: f64) -> LogRow {
+        LogRow::Validation {
+            step,
+            psnr_y: [("sr2".to_string(), p)].into(),
+            baseline: [("sr2".to_string(), 30.0)].into(),
+        }
+    }
+
+    #[test]
+    fn chained_runs_continue_each_others_steps() {
+        let root = tempfile::tempdir().unwrap();
+        let (pre, ft, scratch) = (
+            root.path().join("pre"),
+            root.path().join("ft"),
+            root.path().join("scratch"),
+        );
+        for d in [&pre, &ft, &scratch] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        write_log(&pre, &[val(0, 10.0), val(100, 20.0)]);
+        write_log(&ft, &[val(0, 21.0), val(50, 25.0)]);
+        write_log(&scratch, &[val(0, 11.0), val(150, 24.0)]);
+        let out = root.path().join("curves.png");
+        let curves = plot_runs(
+            &out,
+            "sr2",
+            &[
+                RunChain {
+                    label: "pre-trained + fine-tuned".into(),
+                    runs: vec![pre.clone(), ft],
+                },
+                RunChain {
+                    label: "scratch".into(),
+                    runs: vec![scratch],
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            curves[0].points,
+            vec![(0.0, 10.0), (100.0, 20.0), (100.0, 21.0), (150.0, 25.0)]
+        );
+        assert_eq!(curves[1].baseline, Some(30.0));
+        assert_eq!(&std::fs::read(&out).unwrap()[1..4], b"PNG");
+        let err = plot_runs(
+            &out,
+            "sr3",
+            &[RunChain {
+                label: "x".into(),
+                runs: vec![pre],
+            }],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sr3"), "{err}");
+    }
 
     #[test]
     fn plots_are_png_files() {

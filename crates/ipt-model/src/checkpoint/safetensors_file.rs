@@ -56,9 +56,9 @@ pub fn read_safetensors(path: &Path) -> Result<StateDict, CheckpointError> {
         source,
     })?;
     let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| fmt(format!("not a safetensors file ({e:?})")))?;
+        .map_err(|e| fmt(format!("not a safetensors file ({e})")))?;
     let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| fmt(format!("not a safetensors file ({e:?})")))?;
+        .map_err(|e| fmt(format!("not a safetensors file ({e})")))?;
     let mut tensors = Vec::with_capacity(st.len());
     for (name, view) in st.tensors() {
         let kind = kind_of(view.dtype()).ok_or_else(|| {
@@ -110,9 +110,9 @@ pub fn write_safetensors(
         .map(|(n, d, s, b)| {
             TensorView::new(*d, s.clone(), b)
                 .map(|v| (n.clone(), v))
-                .map_err(|e| fmt(format!("tensor {n}: {e:?}")))
+                .map_err(|e| fmt(format!("tensor {n}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     safetensors::serialize_to_file(views, &Some(metadata), path)
-        .map_err(|e| fmt(format!("writing safetensors: {e:?}")))
+        .map_err(|e| fmt(format!("writing safetensors: {e}")))
 }

@@ -184,11 +184,11 @@ impl ImageSource {
                     return Err(SourceError::Unreadable {
                         path: rainy.clone(),
                         reason: format!(
-                            "{}: size {:?} differs from its clean twin {} {:?}",
+                            "{}: is {}, its clean twin {} is {}",
                             rainy.display(),
-                            lr.dim(),
+                            ipt_degrade::size_text(&lr),
                             clean.display(),
-                            hr.dim()
+                            ipt_degrade::size_text(&hr)
                         ),
                     });
                 }
