@@ -158,6 +158,8 @@ fn method(baseline: Option<Method>, common: &CommonArgs) -> anyhow::Result<Metho
         crop_batch: common.crop_batch,
         self_ensemble: common.self_ensemble,
         bf16: common.bf16,
+        // benchmarks always use the official exact stitching
+        ..RestoreOptions::default()
     };
     let ipt = IptMethod::load(&common.weights, device, options)?;
     Ok(Method::Ipt(Box::new(ipt)))

@@ -64,12 +64,7 @@ pub fn describe_tasks(config: &IptConfig) -> Vec<String> {
         .iter()
         .enumerate()
         .map(|(i, &s)| {
-            let named = config.tasks.as_ref().map(|t| t[i]).or_else(|| {
-                Task::ALL
-                    .into_iter()
-                    .find(|&t| config.task_index(t) == Some(i))
-            });
-            let what = match named {
+            let what = match config.task_at(i) {
                 Some(t) => t.name().to_string(),
                 None if s == 1 => "denoise or derain (not recorded)".to_string(),
                 None => format!("x{s}"),

@@ -4,10 +4,18 @@
 //! in name order). Each output is `OUT/<input stem>.png`, 8-bit by default or 16-bit with
 //! `--bit-depth 16` (storing `round(value·257)`, so nothing is lost to 8-bit quantisation).
 //!
+//! Windows are stitched the official way (`--chop exact`, the default) or with the official
+//! second variant's sparser layout (`--chop fast`, about 9× fewer windows); either way the output
+//! rows are streamed, so memory is the output image plus a few bands of windows. Each image gets
+//! a progress bar in megapixels of input.
+//!
 //! Error policy: problems with the command itself (checkpoint, task, device, output folder,
 //! missing input paths, two inputs that would write the same output) stop before any work. An
 //! input that turns out to be unreadable is reported and skipped; the others are still restored,
-//! and the command exits with an error listing the skipped files at the end. Every output is
+//! and the command exits with an error listing the skipped files at the end. Before each image,
+//! the memory it needs (output image, working set, PNG buffer) is compared with the memory
+//! available (`MemAvailable` of `/proc/meminfo`, and the cgroup limit when there is one; or
+//! `--memory-limit`), and the command stops with the sizes if it would not fit. Every output is
 //! written to a temporary file in `OUT` and renamed into place, so an interrupted run never leaves
 //! a truncated PNG and never touches outputs already written.
 
@@ -16,15 +24,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+use ipt_degrade::files::{list_images, write_atomic, Depth};
 use ipt_degrade::Task;
 use ipt_model::checkpoint::{self, InferOptions};
+use ipt_model::chop::ChopMode;
 use ipt_model::device::DeviceSpec;
-use ipt_model::restore::{restore_image, windows_for, RestoreOptions};
+use ipt_model::restore::{
+    memory_estimate, restore_image, windows_for, RestoreOptions, DEFAULT_CROP_BATCH,
+};
 use ipt_model::IptConfig;
-
-/// File extensions (any case) treated as images when a folder is given.
-const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp"];
 
 /// Arguments of `ipt restore`.
 #[derive(clap::Args, Debug)]
@@ -40,8 +49,17 @@ pub struct Args {
     #[arg(long)]
     pub self_ensemble: bool,
     /// Windows per network call.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = DEFAULT_CROP_BATCH as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub crop_batch: u64,
+    /// Window layout: `exact` (the official stitching: stride 12, every pixel averaged over up
+    /// to 4 windows) or `fast` (the official second variant: stride 36, one window per pixel,
+    /// about 9× fewer windows, slightly lower quality).
+    #[arg(long, default_value_t = ChopMode::Exact, value_name = "MODE")]
+    pub chop: ChopMode,
+    /// Memory the command may use per image, in GiB (default: what the system reports as
+    /// available). An image that needs more is refused before any work on it.
+    #[arg(long, value_name = "GIB", value_parser = parse_gib)]
+    pub memory_limit: Option<u64>,
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: DeviceSpec,
@@ -63,6 +81,91 @@ pub struct Args {
     pub out: PathBuf,
 }
 
+/// GiB (a positive number, fractions allowed) to bytes.
+fn parse_gib(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(g) if g.is_finite() && g > 0.0 => Ok((g * GIB) as u64),
+        _ => Err(format!(
+            "memory limit must be a positive number of GiB, not {s:?}"
+        )),
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// `bytes` in GiB, MiB or KiB (binary units), whichever reads best.
+fn gib(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= GIB {
+        format!("{:.2} GiB", b / GIB)
+    } else if b >= (1u64 << 20) as f64 {
+        format!("{:.1} MiB", b / (1u64 << 20) as f64)
+    } else {
+        format!("{:.0} KiB", b / 1024.0)
+    }
+}
+
+/// `MemAvailable` (bytes) from the text of `/proc/meminfo`.
+pub fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    meminfo.lines().find_map(|line| {
+        let rest = line.strip_prefix("MemAvailable:")?;
+        let mut parts = rest.split_whitespace();
+        let value: u64 = parts.next()?.parse().ok()?;
+        match parts.next() {
+            Some("kB") | None => Some(value * 1024),
+            Some(_) => None,
+        }
+    })
+}
+
+/// Memory this process may still use, with where the figure comes from: the smaller of
+/// `MemAvailable` and the room left under a cgroup v2 `memory.max`; `None` if neither can be read.
+fn available_memory() -> Option<(u64, &'static str)> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| parse_mem_available(&t));
+    let read = |p: &str| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok();
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .map(|max| max.saturating_sub(read("/sys/fs/cgroup/memory.current").unwrap_or(0)));
+    match (meminfo, cgroup) {
+        (Some(m), Some(c)) if c < m => Some((c, "the cgroup memory limit")),
+        (Some(m), _) => Some((m, "MemAvailable in /proc/meminfo")),
+        (None, Some(c)) => Some((c, "the cgroup memory limit")),
+        (None, None) => None,
+    }
+}
+
+/// Refuses an image whose restoration needs more than `limit` bytes, naming both.
+pub fn check_memory(
+    file: &Path,
+    (h, w): (usize, usize),
+    scale: usize,
+    patch: usize,
+    opts: &RestoreOptions,
+    bit_depth: u8,
+    (limit, source): (u64, &str),
+) -> anyhow::Result<()> {
+    let est = memory_estimate(h, w, scale, patch, opts);
+    let png = 3 * (h * scale * w * scale) as u64 * u64::from(bit_depth / 8);
+    let need = est.total() + png;
+    if need > limit {
+        bail!(
+            "{}: restoring this {h}×{w} image (×{scale}: {}×{} output) needs about {} \
+             (output image {}, working memory {}, PNG buffer {}), more than the {} available \
+             ({source}); free memory, restore a smaller image, or override with --memory-limit GIB",
+            file.display(),
+            h * scale,
+            w * scale,
+            gib(need),
+            gib(est.output),
+            gib(est.working),
+            gib(png),
+            gib(limit),
+        );
+    }
+    Ok(())
+}
+
 fn parse_bit_depth(s: &str) -> Result<u8, String> {
     match s {
         "8" => Ok(8),
@@ -72,43 +175,54 @@ fn parse_bit_depth(s: &str) -> Result<u8, String> {
 }
 
 /// The task index in the checkpoint for `--task` (see [`Args::task`]), with a label for messages.
+/// Names resolve through [`IptConfig::task_index`] (the recorded task list, else the official
+/// six-task layout, else the only task of that scale), as `ipt info` lists them.
 pub fn resolve_task(arg: Option<&str>, config: &IptConfig) -> anyhow::Result<(usize, String)> {
     let scales = &config.scales;
     let n = scales.len();
+    let label = |idx: usize| match config.task_at(idx) {
+        Some(t) => format!("{t} (task {idx}, scale {})", scales[idx]),
+        None => format!("task {idx} (scale {})", scales[idx]),
+    };
+    let held = || match &config.tasks {
+        Some(tasks) => {
+            let names: Vec<&str> = tasks.iter().map(|t| t.name()).collect();
+            format!("tasks {}", names.join(", "))
+        }
+        None => format!("task scales {scales:?}"),
+    };
     let Some(arg) = arg else {
         if n == 1 {
-            return Ok((0, format!("task 0 (scale {})", scales[0])));
+            return Ok((0, label(0)));
         }
         bail!(
-            "this checkpoint holds {n} tasks (scales {scales:?}); choose one with --task \
-             (sr2, sr3, sr4, derain, denoise30, denoise50, or an index 0..{n})"
+            "this checkpoint holds {n} tasks ({}); choose one with --task \
+             (sr2, sr3, sr4, derain, denoise30, denoise50, or an index 0..{n})",
+            held()
         );
     };
     if let Ok(idx) = arg.trim().parse::<usize>() {
         if idx >= n {
-            bail!("task index {idx} is not in this checkpoint: it holds {n} task(s) with scales {scales:?}");
+            bail!(
+                "task index {idx} is not in this checkpoint: it holds {n} task(s) ({})",
+                held()
+            );
         }
-        return Ok((idx, format!("task {idx} (scale {})", scales[idx])));
+        return Ok((idx, label(idx)));
     }
     let task: Task = arg.trim().parse().map_err(anyhow::Error::from)?;
-    let label = |idx: usize| format!("{task} (task {idx}, scale {})", scales[idx]);
-    if scales.as_slice() == Task::ALL.map(Task::scale).as_slice() {
-        // the official six-task layout: index = official task index
-        return Ok((task.index(), label(task.index())));
+    if let Some(idx) = config.task_index(task) {
+        return Ok((idx, label(idx)));
     }
-    let matching: Vec<usize> = (0..n).filter(|&i| scales[i] == task.scale()).collect();
-    match matching.as_slice() {
-        [idx] => Ok((*idx, label(*idx))),
-        [] => bail!(
-            "task {task} (scale {}) is not in this checkpoint: its task scales are {scales:?}",
+    let same_scale = scales.iter().filter(|&&s| s == task.scale()).count();
+    if config.tasks.is_none() && same_scale > 1 {
+        bail!(
+            "task {task} is ambiguous in this checkpoint ({same_scale} tasks have scale {} and \
+             the file does not record which is which); give the task index instead",
             task.scale()
-        ),
-        _ => bail!(
-            "task {task} is ambiguous in this checkpoint (tasks {matching:?} all have scale {}); \
-             give the task index instead",
-            task.scale()
-        ),
+        );
     }
+    bail!("task {task} is not in this checkpoint: it holds {}", held())
 }
 
 /// Expand files and folders into the list of image files, in order.
@@ -118,12 +232,7 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         let meta =
             std::fs::metadata(input).with_context(|| format!("input {}", input.display()))?;
         if meta.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
-                .with_context(|| format!("reading folder {}", input.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && has_image_extension(p))
-                .collect();
-            found.sort();
+            let found = list_images(input, Depth::Flat)?;
             if found.is_empty() {
                 eprintln!("warning: no image files in folder {}", input.display());
             }
@@ -136,12 +245,6 @@ pub fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         bail!("no input images");
     }
     Ok(files)
-}
-
-fn has_image_extension(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
 /// `OUT/<stem>.png` for every input; refuses two inputs with the same output and an output that
@@ -179,25 +282,39 @@ pub fn output_paths(files: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf
     Ok(outs)
 }
 
-/// Write `img` to `path` through a temporary file in the same folder, renamed into place.
+/// Write `img` to `path` as a PNG of `bit_depth` bits, atomically
+/// ([`ipt_degrade::files::write_atomic`]: an interrupted run never leaves a truncated PNG).
 fn write_atomically(path: &Path, img: &ipt_degrade::Image, bit_depth: u8) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let written = if bit_depth == 16 {
-        ipt_degrade::io::write_png16(&tmp, img)
-    } else {
-        ipt_degrade::io::write_png(&tmp, img)
-    };
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.into());
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("moving {} to {}", tmp.display(), path.display()))
+    write_atomic(path, |tmp| {
+        if bit_depth == 16 {
+            ipt_degrade::io::write_png16(tmp, img)
+        } else {
+            ipt_degrade::io::write_png(tmp, img)
+        }
+    })?;
+    Ok(())
+}
+
+/// A progress bar over the windows of one image, shown as megapixels of input done.
+fn image_bar(windows: usize, megapixels: f64, prefix: String) -> ProgressBar {
+    let style =
+        ProgressStyle::with_template("{prefix} [{bar:30}] {mp} MP ({elapsed_precise}, eta {eta})")
+            .expect("static progress template is valid")
+            .with_key(
+                "mp",
+                move |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(
+                        w,
+                        "{:.2}/{:.2}",
+                        f64::from(state.fraction()) * megapixels,
+                        megapixels
+                    );
+                },
+            )
+            .progress_chars("=> ");
+    ProgressBar::new(windows as u64)
+        .with_style(style)
+        .with_prefix(prefix)
 }
 
 fn device_name(device: tch::Device) -> String {
@@ -214,8 +331,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("--bf16 needs a CUDA device (libtorch has no CPU autocast here); drop --bf16 or use --device cuda");
     }
     let files = collect_inputs(&args.inputs)?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating output folder {}", args.out.display()))?;
     let outs = output_paths(&files, &args.out)?;
 
     let infer = InferOptions {
@@ -227,13 +342,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let config = model.config();
     let (task_idx, task_label) = resolve_task(args.task.as_deref(), config)
         .with_context(|| format!("checkpoint {}", args.weights.display()))?;
+    // Only now that the command is known to be valid: nothing is created for a bad one.
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating output folder {}", args.out.display()))?;
     let opts = RestoreOptions {
         crop_batch: args.crop_batch as usize,
         self_ensemble: args.self_ensemble,
         bf16: args.bf16,
+        chop: args.chop,
     };
+    let scale = config.scales[task_idx];
+    let patch = config.patch_size;
 
-    // Window totals from the image headers, for one progress bar over all images.
+    // Sizes from the image headers: window totals, and the memory check before each image.
     let mut sizes = Vec::with_capacity(files.len());
     let mut failed: Vec<(PathBuf, String)> = Vec::new();
     for f in &files {
@@ -246,70 +367,71 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    let todo = sizes.iter().flatten().count();
     let total: usize = sizes
         .iter()
         .flatten()
-        .map(|&(h, w)| windows_for(h, w, config.patch_size, &opts))
+        .map(|&(h, w)| windows_for(h, w, patch, &opts))
         .sum();
     eprintln!(
-        "restoring {} image(s) with {} on {}{}: {total} windows of {p}×{p}{}",
-        files.len() - failed.len(),
+        "restoring {todo} image(s) with {} on {}{}: {total} windows of {patch}×{patch}, {} layout{}",
         task_label,
         device_name(device),
         if opts.bf16 { " (bf16 autocast)" } else { "" },
+        opts.chop,
         if opts.self_ensemble {
             " (×8 self-ensemble)"
         } else {
             ""
         },
-        p = config.patch_size
-    );
-    let bar = ProgressBar::new(total as u64).with_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} windows ({per_sec}, eta {eta}) {msg}",
-        )
-        .expect("static progress template is valid")
-        .progress_chars("=> "),
     );
 
     let started = Instant::now();
     let mut done = 0usize;
+    let mut number = 0usize;
     for ((file, out), size) in files.iter().zip(&outs).zip(&sizes) {
         let Some((h, w)) = *size else { continue };
-        bar.set_message(file.display().to_string());
+        number += 1;
+        let limit = match args.memory_limit {
+            Some(bytes) => Some((bytes, "--memory-limit")),
+            None => available_memory(),
+        };
+        if let Some(limit) = limit {
+            check_memory(file, (h, w), scale, patch, &opts, args.bit_depth, limit)?;
+        }
         let t0 = Instant::now();
         let image = match ipt_degrade::io::read_image(file) {
             Ok(img) => img,
             Err(e) => {
-                bar.suspend(|| eprintln!("skipping {}: {e}", file.display()));
-                bar.set_length(
-                    bar.length().unwrap_or(0) - windows_for(h, w, config.patch_size, &opts) as u64,
-                );
+                eprintln!("skipping {}: {e}", file.display());
                 failed.push((file.clone(), e.to_string()));
                 continue;
             }
         };
+        let (_, ih, iw) = image.dim();
+        let bar = image_bar(
+            windows_for(ih, iw, patch, &opts),
+            (ih * iw) as f64 / 1e6,
+            format!("[{number}/{todo}] {}", file.display()),
+        );
         let restored = restore_image(model, task_idx, &image, device, &opts, |n| {
             bar.inc(n as u64)
         })
         .with_context(|| format!("restoring {}", file.display()))?;
+        bar.finish_and_clear();
         write_atomically(out, &restored, args.bit_depth)
             .with_context(|| format!("writing {}", out.display()))?;
         done += 1;
         let (_, oh, ow) = restored.dim();
-        bar.suspend(|| {
-            println!(
-                "{} ({}×{}) -> {} ({oh}×{ow}, {}-bit) in {:.1} s",
-                file.display(),
-                image.dim().1,
-                image.dim().2,
-                out.display(),
-                args.bit_depth,
-                t0.elapsed().as_secs_f64()
-            )
-        });
+        println!(
+            "{} ({ih}×{iw}, {:.2} MP) -> {} ({oh}×{ow}, {}-bit) in {:.1} s",
+            file.display(),
+            (ih * iw) as f64 / 1e6,
+            out.display(),
+            args.bit_depth,
+            t0.elapsed().as_secs_f64()
+        );
     }
-    bar.finish_and_clear();
     eprintln!(
         "restored {done} image(s) into {} in {:.1} s",
         args.out.display(),
@@ -357,6 +479,86 @@ mod tests {
         let err = resolve_task(Some("derain"), &two).unwrap_err().to_string();
         assert!(err.contains("ambiguous"), "{err}");
         assert_eq!(resolve_task(Some("1"), &two).unwrap().0, 1);
+    }
+
+    #[test]
+    fn recorded_tasks_decide_names() {
+        // two scale-1 tasks whose names the checkpoint records: names resolve, as `ipt info`
+        // lists them, and indices keep working
+        let mut dn = IptConfig::tiny(&[1, 1]);
+        dn.tasks = Some(vec![Task::Denoise30, Task::Denoise50]);
+        let (idx, label) = resolve_task(Some("denoise50"), &dn).unwrap();
+        assert_eq!(idx, 1);
+        assert!(label.starts_with("denoise50"), "{label}");
+        assert_eq!(resolve_task(Some("denoise30"), &dn).unwrap().0, 0);
+        let (idx, label) = resolve_task(Some("0"), &dn).unwrap();
+        assert_eq!(idx, 0);
+        assert!(label.starts_with("denoise30"), "{label}");
+        let err = resolve_task(Some("derain"), &dn).unwrap_err().to_string();
+        assert!(
+            err.contains("not in this checkpoint") && err.contains("denoise30, denoise50"),
+            "{err}"
+        );
+        let err = resolve_task(None, &dn).unwrap_err().to_string();
+        assert!(err.contains("denoise30, denoise50"), "{err}");
+        for (i, t) in [Task::Denoise30, Task::Denoise50].into_iter().enumerate() {
+            assert_eq!(dn.task_at(i), Some(t));
+            assert_eq!(dn.task_index(t), Some(i));
+        }
+
+        // a recorded list overrides the official six-task layout's indices
+        let mut six = IptConfig::tiny(&[2, 3, 4, 1, 1, 1]);
+        six.tasks = Some(vec![
+            Task::Sr2,
+            Task::Sr3,
+            Task::Sr4,
+            Task::Denoise50,
+            Task::Denoise30,
+            Task::Derain,
+        ]);
+        assert_eq!(resolve_task(Some("derain"), &six).unwrap().0, 5);
+        assert_eq!(resolve_task(Some("denoise50"), &six).unwrap().0, 3);
+
+        // unrecorded single scale-1 task: every scale-1 name finds it, none names it
+        let one = IptConfig::tiny(&[1]);
+        assert_eq!(one.task_at(0), None);
+        assert!(resolve_task(None, &one).unwrap().1.starts_with("task 0"));
+    }
+
+    #[test]
+    fn meminfo_and_memory_check() {
+        let text = "MemTotal:       24683584 kB\nMemFree:  100 kB\nMemAvailable:   23587484 kB\n";
+        assert_eq!(parse_mem_available(text), Some(23587484 * 1024));
+        assert_eq!(parse_mem_available("MemTotal: 5 kB\n"), None);
+        let opts = RestoreOptions::default();
+        let file = Path::new("photo.jpg");
+        // 4000×3000 ×2: the output alone is 576 MB
+        let err = check_memory(
+            file,
+            (3000, 4000),
+            2,
+            48,
+            &opts,
+            8,
+            (1 << 29, "--memory-limit"),
+        )
+        .unwrap_err()
+        .to_string();
+        for part in [
+            "photo.jpg",
+            "3000×4000",
+            "6000×8000",
+            "512.0 MiB",
+            "--memory-limit",
+        ] {
+            assert!(err.contains(part), "{part}: {err}");
+        }
+        assert!(check_memory(file, (3000, 4000), 2, 48, &opts, 16, (4 << 30, "x")).is_ok());
+        assert_eq!(parse_gib("1.5"), Ok(3 << 29));
+        assert!(parse_gib("0").is_err() && parse_gib("lots").is_err());
+        assert_eq!(gib(3 << 30), "3.00 GiB");
+        assert_eq!(gib(5 << 20), "5.0 MiB");
+        assert_eq!(gib(2048), "2 KiB");
     }
 
     #[test]

@@ -5,7 +5,9 @@ use std::process::{Command, Output};
 
 use ipt_degrade::io::{read_image, write_png};
 use ipt_degrade::Image;
+use ipt_degrade::Task;
 use ipt_model::checkpoint::{self, InferOptions};
+use ipt_model::chop::ChopMode;
 use ipt_model::restore::{restore_image, RestoreOptions};
 use ipt_model::{Ipt, IptConfig};
 use ndarray::Array3;
@@ -36,9 +38,12 @@ fn picture(h: usize, w: usize, seed: usize) -> Image {
 
 /// A tiny random checkpoint with the given task scales.
 fn write_checkpoint(path: &Path, scales: &[usize]) {
+    write_checkpoint_with(path, IptConfig::tiny(scales));
+}
+
+fn write_checkpoint_with(path: &Path, cfg: IptConfig) {
     tch::manual_seed(42);
     let vs = nn::VarStore::new(Device::Cpu);
-    let cfg = IptConfig::tiny(scales);
     let _model = Ipt::new(&vs.root(), &cfg).unwrap();
     checkpoint::save(path, &vs, &cfg).unwrap();
 }
@@ -263,5 +268,162 @@ fn wrong_task_and_missing_cuda_are_refused_clearly() {
         assert!(!o.status.success());
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("CUDA is not available"), "{}", text(&o));
+    }
+}
+
+#[test]
+fn fast_mode_and_recorded_task_names() {
+    // a checkpoint that records its two scale-1 tasks: `--task denoise50` is index 1, as
+    // `ipt info` lists it; the fast layout is what the library computes in fast mode
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("tiny_dn.safetensors");
+    let mut cfg = IptConfig::tiny(&[1, 1]);
+    cfg.tasks = Some(vec![Task::Denoise30, Task::Denoise50]);
+    write_checkpoint_with(&ckpt, cfg);
+    let info = ipt(&["info", s(&ckpt)]);
+    assert!(info.status.success(), "{}", text(&info));
+    let listing = String::from_utf8_lossy(&info.stdout);
+    assert!(listing.contains("1: scale 1, denoise50"), "{}", text(&info));
+
+    let src = dir.path().join("noisy.png");
+    write_png(&src, &picture(100, 131, 7)).unwrap();
+    let loaded = checkpoint::load(&ckpt, Device::Cpu, &InferOptions::default()).unwrap();
+    let lr = read_image(&src).unwrap();
+    let mut outputs = Vec::new();
+    for (mode, task) in [("fast", "denoise50"), ("exact", "1")] {
+        let out = dir.path().join(mode);
+        let o = ipt(&[
+            "restore",
+            "--weights",
+            s(&ckpt),
+            "--task",
+            task,
+            "--chop",
+            mode,
+            "--device",
+            "cpu",
+            s(&src),
+            "--out",
+            s(&out),
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("denoise50 (task 1"),
+            "{}",
+            text(&o)
+        );
+        let opts = RestoreOptions {
+            chop: mode.parse().unwrap(),
+            ..Default::default()
+        };
+        let want = restore_image(&loaded.model, 1, &lr, Device::Cpu, &opts, |_| {}).unwrap();
+        let got = read_image(&out.join("noisy.png")).unwrap();
+        assert_eq!(got, ipt_degrade::quantize(&want), "{mode}");
+        outputs.push(got);
+    }
+    assert_ne!(outputs[0], outputs[1], "fast and exact layouts differ");
+    assert_eq!(
+        "fast".parse::<ChopMode>().unwrap(),
+        ChopMode::Fast,
+        "the CLI names are the library's"
+    );
+
+    let o = ipt(&[
+        "restore",
+        "--weights",
+        s(&ckpt),
+        "--task",
+        "derain",
+        s(&src),
+        "--out",
+        s(&dir.path().join("x")),
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not in this checkpoint") && err.contains("denoise30, denoise50"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn an_image_that_does_not_fit_in_memory_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("tiny.safetensors");
+    write_checkpoint(&ckpt, &[2]);
+    let img = dir.path().join("big.png");
+    write_png(&img, &picture(300, 400, 8)).unwrap();
+    let out = dir.path().join("out");
+    // 300×400 ×2: the output alone is 600×800×3×4 B = 5.8 MB, more than 0.001 GiB
+    let o = ipt(&[
+        "restore",
+        "--weights",
+        s(&ckpt),
+        "--device",
+        "cpu",
+        "--memory-limit",
+        "0.001",
+        s(&img),
+        "--out",
+        s(&out),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    // 0.001 GiB = 1.0 MiB; the output is 5.5 MiB
+    for part in [
+        "big.png",
+        "300×400",
+        "600×800",
+        "1.0 MiB",
+        "5.5 MiB",
+        "--memory-limit",
+    ] {
+        assert!(err.contains(part), "{part}: {}", text(&o));
+    }
+    assert!(!out.join("big.png").exists());
+    let o = ipt(&[
+        "restore",
+        "--weights",
+        s(&ckpt),
+        "--memory-limit=-3",
+        s(&img),
+        "--out",
+        s(&out),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("positive number of GiB"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_bad_checkpoint_or_task_creates_no_output_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("a.png");
+    write_png(&input, &picture(20, 20, 1)).unwrap();
+    let ckpt = dir.path().join("tiny_sr2.safetensors");
+    write_checkpoint(&ckpt, &[2]);
+    for (weights, task) in [
+        (dir.path().join("missing.safetensors"), "sr2"),
+        (ckpt, "sr4"),
+    ] {
+        let out = dir.path().join("out");
+        let o = ipt(&[
+            "restore",
+            "--weights",
+            s(&weights),
+            "--task",
+            task,
+            "--device",
+            "cpu",
+            s(&input),
+            "--out",
+            s(&out),
+        ]);
+        assert!(!o.status.success(), "{}", text(&o));
+        assert!(!out.exists(), "the output folder was created: {}", text(&o));
     }
 }

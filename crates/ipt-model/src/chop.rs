@@ -1,35 +1,59 @@
-//! Whole-image inference by overlapping windows: the official `forward_chop` (`model/__init__.py` of the official PyTorch code).
+//! Whole-image inference by overlapping windows: the official `forward_chop`, streamed band by
+//! band.
 //!
 //! The network only accepts `patch × patch` inputs (48×48 for every released checkpoint), so a
 //! whole image is cut into windows, each window is restored, and the window outputs are stitched
-//! back. This module reproduces the stitching of the official PyTorch code
-//! (`model/__init__.py::forward_chop`, `cut_h`, `cut_w`) rule for rule:
+//! back. The stitching is that of the official PyTorch code (`model/__init__.py::forward_chop`,
+//! `cut_h`, `cut_w`) — or, in [`ChopMode::Fast`], of its second variant `forward_chop_new`
+//! (`cut_h_new`, `cut_w_new`) — rule for rule:
 //!
-//! * shave `S = patch/2`, stride `T = S/2` (12 px for patch 48), `h_c = (h − P) mod T`,
+//! * window side `P`, stride `T` (exact: `P/4`, 12 px for `P = 48`; fast: `P − P/4`, 36 px) and
+//!   margin `m` (exact: `P/4`; fast: `P/8`, the official `shave/2`); per axis `h_c = (h − P) mod T`,
 //!   `H' = h − h_c`, `nh = (h − P) div T + 1` (same for the width);
-//! * the model is called on, in this order, the bottom-right **corner** window, the **bottom
-//!   strip** `x[h−P.., :]`, the **right strip** `x[:, w−P..]`, the **top strip** `x[..P, :]`, the
-//!   **left strip** `x[:, ..P]` and the **main grid** of windows at `(T·i, T·j)`: in total
-//!   `nh·nw + 2·nw + 2·nh + 1` windows, in chunks of at most `crop_batch` windows that never mix
-//!   two of these groups (as in the official code);
-//! * every window contributes its central band (`[T·s, (P−T)·s)`), overlapping bands are averaged
-//!   (with the same `col2im` ("fold") calls as the official code, so even the order of the
-//!   floating-point additions is the same on CPU), the outer `T·s` pixels of a strip come from its
-//!   first/last window;
+//! * the official code evaluates the bottom-right corner window, the bottom strip `x[h−P.., :]`,
+//!   the right strip `x[:, w−P..]`, the top strip `x[..P, :]`, the left strip `x[:, ..P]` and the
+//!   main grid of windows at `(T·i, T·j)`;
+//! * inside a strip or the main grid every window contributes its central band `[m·s, (P−m)·s)`
+//!   and overlapping bands are averaged (the official fold of the crops divided by the fold of
+//!   ones; in fast mode the bands tile without overlap); the outer `m·s` pixels of a strip come
+//!   from its first/last window;
 //! * the main grid takes the top strip in its first `P·s` rows, then the left strip in its first
-//!   `P·s` columns, then the averaged interior; the bottom strip and the right band (right strip +
-//!   corner) are spliced in at the middle of their overlap, `⌊(P − h_c)·s/2⌋` rows before the end
-//!   of `H'·s` (taking the strip from row `⌈(P − h_c)·s/2⌉`), and likewise for the columns.
+//!   `P·s` columns, then the averaged interior `[m·s, H'·s − m·s)`; the bottom strip and the right
+//!   band (right strip + corner) are spliced in at the middle of their overlap,
+//!   `⌊(P − h_c)·s/2⌋` rows before the end of `H'·s` (taking the strip from row
+//!   `⌈(P − h_c)·s/2⌉`), and likewise for the columns.
 //!
-//! Window outputs are moved to the CPU and assembled there in `f32` (like the official code,
-//! which calls `.cpu()` on every model output); only the central crops of the main-grid windows
-//! are kept, so memory is about four times the output image.
+//! Written out per output pixel `(r, c)` this is one rule, which this module implements: the
+//! pixel is the mean, over the windows `(a, b)` in `A(r) × B(c)`, of window output `(a, b)` at
+//! `(r − a·s, c − b·s)`, where along each axis
+//!
+//! * the first `m·s` coordinates take the first window (`{0}`),
+//! * the coordinates from the splice point on take the last window (`{h − P}`),
+//! * the others take every grid window whose central band covers them;
+//!
+//! except that in the first `m·s` rows the first window supplies the first `P·s` columns (the
+//! left strip written over the top strip). The top and left strips are made of main-grid windows,
+//! and the bottom strip, right strip and corner repeat main-grid windows whenever `h_c = 0` or
+//! `w_c = 0`, so every distinct window is evaluated **once**: the windows are the grid rows
+//! `{T·i} ∪ {h − P}` times the grid columns `{T·j} ∪ {w − P}` (e.g. 1 instead of 6 for a
+//! 48×48 input, 64 instead of 78 for 128×128), with the same output as the official code (up to
+//! the float rounding of batched kernels and of the order of the additions).
+//!
+//! **Streaming.** Windows are evaluated band by band (a band is one row of windows, at one input
+//! row `a`), at most `crop_batch` per model call, on the device of the input; each output is
+//! moved to the CPU as `f32` (like the official `.cpu()`) and added into the output rows it
+//! supplies; rows that no later band supplies are divided by their window counts and handed
+//! out. Memory is therefore the output image plus a few bands of rows and one batch of windows,
+//! whatever the image size ([`Chop::stream`] hands the finished rows to a callback,
+//! [`forward_chop`] / [`Chop::run`] collect them into one tensor).
 //!
 //! One deliberate extension: an image smaller than the patch in a dimension is reflect-padded at
 //! the bottom/right up to the patch size and the output is cropped back (the official code fails
 //! on such inputs).
 
+use std::fmt;
 use std::ops::Range;
+use std::str::FromStr;
 
 use tch::{Device, Kind, Tensor};
 
@@ -39,9 +63,14 @@ pub enum ChopError {
     /// The input is not a `[1, C, H, W]` tensor.
     #[error("forward_chop expects a [1, C, H, W] tensor, got shape {0:?}")]
     InputShape(Vec<i64>),
-    /// The patch size cannot be tiled the official way.
-    #[error("patch size {0} is not supported: it must be a positive multiple of 4 (shave = patch/2, stride = patch/4)")]
-    Patch(usize),
+    /// The patch size cannot be tiled in this mode.
+    #[error("patch size {patch} cannot be tiled in {mode} mode: it must be a positive multiple of {}", mode.patch_multiple())]
+    Patch {
+        /// The patch size.
+        patch: usize,
+        /// The window mode.
+        mode: ChopMode,
+    },
     /// The scale is zero.
     #[error("scale must be at least 1")]
     Scale,
@@ -65,39 +94,78 @@ pub enum ChopError {
     Torch(#[from] tch::TchError),
 }
 
-/// The six groups of windows of the official tiling, in the order the official code runs them.
-///
-/// The model function of [`forward_chop_grouped`] is told which group a batch belongs to (used by
-/// the tag-map test in `tests/chop.rs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WindowGroup {
-    /// The single bottom-right window `x[h−P.., w−P..]`.
-    Corner,
-    /// Windows of the bottom strip `x[h−P.., :]`.
-    BottomStrip,
-    /// Windows of the right strip `x[:, w−P..]`.
-    RightStrip,
-    /// Windows of the top strip `x[..P, :]`.
-    TopStrip,
-    /// Windows of the left strip `x[:, ..P]`.
-    LeftStrip,
-    /// The main grid of windows at `(T·i, T·j)`.
-    MainGrid,
+/// How densely windows are laid over the image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ChopMode {
+    /// The official `forward_chop`: stride `P/4`, every interior pixel the mean of the central
+    /// bands of 2×2 to 4×4 windows (each input pixel is seen by 16 windows). The default, and
+    /// what every benchmark uses.
+    #[default]
+    Exact,
+    /// The official second variant `forward_chop_new`: stride `P − P/4` (36 px for `P = 48`),
+    /// every pixel from the central `3P/4` of exactly one window (a `P/8` margin is discarded);
+    /// about 9× fewer windows. Needs `P` divisible by 8.
+    Fast,
 }
 
-impl WindowGroup {
-    /// All groups, in the order they are evaluated.
-    pub const ALL: [WindowGroup; 6] = [
-        WindowGroup::Corner,
-        WindowGroup::BottomStrip,
-        WindowGroup::RightStrip,
-        WindowGroup::TopStrip,
-        WindowGroup::LeftStrip,
-        WindowGroup::MainGrid,
-    ];
+impl ChopMode {
+    /// Grid stride `T` for windows of side `patch`.
+    pub fn stride(self, patch: usize) -> usize {
+        match self {
+            ChopMode::Exact => patch / 4,
+            ChopMode::Fast => patch - patch / 4,
+        }
+    }
+
+    /// Margin `m`: a window contributes its central band `[m, patch − m)` (times the scale).
+    pub fn margin(self, patch: usize) -> usize {
+        match self {
+            ChopMode::Exact => patch / 4,
+            ChopMode::Fast => patch / 8,
+        }
+    }
+
+    /// The patch size must be a positive multiple of this.
+    pub fn patch_multiple(self) -> usize {
+        match self {
+            ChopMode::Exact => 4,
+            ChopMode::Fast => 8,
+        }
+    }
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChopMode::Exact => "exact",
+            ChopMode::Fast => "fast",
+        }
+    }
 }
 
-/// Geometry of the official tiling of an `h × w` input (both at least `patch`).
+impl fmt::Display for ChopMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown [`ChopMode`] name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown window mode {0:?}: expected exact or fast")]
+pub struct ParseChopModeError(pub String);
+
+impl FromStr for ChopMode {
+    type Err = ParseChopModeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "exact" => Ok(ChopMode::Exact),
+            "fast" => Ok(ChopMode::Fast),
+            _ => Err(ParseChopModeError(s.to_string())),
+        }
+    }
+}
+
+/// Geometry of the tiling of an `h × w` input (both at least `patch`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChopGeometry {
     /// Input height.
@@ -108,8 +176,12 @@ pub struct ChopGeometry {
     pub patch: usize,
     /// Output/input scale `s`.
     pub scale: usize,
-    /// Grid stride `T = P/4`.
+    /// Window mode.
+    pub mode: ChopMode,
+    /// Grid stride `T` ([`ChopMode::stride`]).
     pub stride: usize,
+    /// Margin `m` ([`ChopMode::margin`]).
+    pub margin: usize,
     /// `h_c = (h − P) mod T`.
     pub h_cut: usize,
     /// `w_c = (w − P) mod T`.
@@ -121,23 +193,31 @@ pub struct ChopGeometry {
 }
 
 impl ChopGeometry {
-    /// The tiling of an `h × w` image with `patch`-sized windows and output scale `scale`.
-    /// Sizes below the patch are first padded to the patch (see [`forward_chop`]).
-    pub fn new(h: usize, w: usize, patch: usize, scale: usize) -> Result<Self, ChopError> {
-        if patch == 0 || !patch.is_multiple_of(4) {
-            return Err(ChopError::Patch(patch));
+    /// The tiling of an `h × w` image with `patch`-sized windows, output scale `scale` and window
+    /// mode `mode`. Sizes below the patch are first padded to the patch (see [`forward_chop`]).
+    pub fn new(
+        h: usize,
+        w: usize,
+        patch: usize,
+        scale: usize,
+        mode: ChopMode,
+    ) -> Result<Self, ChopError> {
+        if patch == 0 || patch % mode.patch_multiple() != 0 {
+            return Err(ChopError::Patch { patch, mode });
         }
         if scale == 0 {
             return Err(ChopError::Scale);
         }
         let (h, w) = (h.max(patch), w.max(patch));
-        let stride = patch / 4;
+        let stride = mode.stride(patch);
         Ok(ChopGeometry {
             h,
             w,
             patch,
             scale,
+            mode,
             stride,
+            margin: mode.margin(patch),
             h_cut: (h - patch) % stride,
             w_cut: (w - patch) % stride,
             nh: (h - patch) / stride + 1,
@@ -145,82 +225,485 @@ impl ChopGeometry {
         })
     }
 
-    /// Number of model evaluations: `nh·nw + 2·nw + 2·nh + 1`.
-    pub fn window_count(&self) -> usize {
-        self.nh * self.nw + 2 * self.nw + 2 * self.nh + 1
+    fn axis(&self, n: usize) -> Axis {
+        Axis {
+            n,
+            patch: self.patch,
+            stride: self.stride,
+            margin: self.margin,
+            scale: self.scale,
+        }
     }
 
-    /// Top-left corners (row, column) of the windows of one group, in evaluation order.
-    pub fn windows(&self, group: WindowGroup) -> Vec<(usize, usize)> {
-        let (t, p) = (self.stride, self.patch);
-        let (last_r, last_c) = (self.h - p, self.w - p);
-        let rows = (0..self.nh).map(|i| i * t);
-        let cols = (0..self.nw).map(|j| j * t);
-        match group {
-            WindowGroup::Corner => vec![(last_r, last_c)],
-            WindowGroup::BottomStrip => cols.map(|c| (last_r, c)).collect(),
-            WindowGroup::RightStrip => rows.map(|r| (r, last_c)).collect(),
-            WindowGroup::TopStrip => cols.map(|c| (0, c)).collect(),
-            WindowGroup::LeftStrip => rows.map(|r| (r, 0)).collect(),
-            WindowGroup::MainGrid => rows
-                .flat_map(|r| (0..self.nw).map(move |j| (r, j * t)))
-                .collect(),
-        }
+    fn rows(&self) -> Axis {
+        self.axis(self.h)
+    }
+
+    fn cols(&self) -> Axis {
+        self.axis(self.w)
+    }
+
+    /// Input rows at which windows start, ascending: the grid rows `T·i`, then `h − P` when it
+    /// is not on the grid.
+    pub fn window_rows(&self) -> Vec<usize> {
+        self.rows().positions()
+    }
+
+    /// Input columns at which windows start, ascending (as [`window_rows`](Self::window_rows)).
+    pub fn window_cols(&self) -> Vec<usize> {
+        self.cols().positions()
+    }
+
+    /// Top-left corners (row, column) of every window, band by band (row-major): the order in
+    /// which the model sees them.
+    pub fn windows(&self) -> Vec<(usize, usize)> {
+        let cols = self.window_cols();
+        self.window_rows()
+            .into_iter()
+            .flat_map(|r| cols.iter().map(move |&c| (r, c)))
+            .collect()
+    }
+
+    /// Number of model evaluations: (`nh` + 1 if `h_c > 0`) × (`nw` + 1 if `w_c > 0`). The
+    /// official code makes `nh·nw + 2·nw + 2·nh + 1`, evaluating the top and left strips (and,
+    /// when a cut is 0, the bottom or right strip) twice.
+    pub fn window_count(&self) -> usize {
+        self.rows().positions().len() * self.cols().positions().len()
     }
 }
 
-/// Number of model evaluations [`forward_chop`] makes for an `h × w` input (after padding small
-/// inputs to the patch size).
-pub fn window_count(h: usize, w: usize, patch: usize) -> usize {
-    let stride = (patch / 4).max(1);
-    let (h, w) = (h.max(patch), w.max(patch));
-    let nh = (h - patch) / stride + 1;
-    let nw = (w - patch) / stride + 1;
-    nh * nw + 2 * nw + 2 * nh + 1
+/// Where the values of a stretch of one output axis come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The first window (input position 0).
+    First,
+    /// The mean of the grid windows whose central band covers the coordinate.
+    Centres,
+    /// The last window (input position `n − P`).
+    Last,
+}
+
+/// One axis (rows or columns) of the tiling: input length `n ≥ patch`.
+#[derive(Debug, Clone, Copy)]
+struct Axis {
+    n: usize,
+    patch: usize,
+    stride: usize,
+    margin: usize,
+    scale: usize,
+}
+
+impl Axis {
+    fn cut(&self) -> usize {
+        (self.n - self.patch) % self.stride
+    }
+
+    fn grid(&self) -> usize {
+        (self.n - self.patch) / self.stride + 1
+    }
+
+    fn last(&self) -> usize {
+        self.n - self.patch
+    }
+
+    fn out_len(&self) -> usize {
+        self.n * self.scale
+    }
+
+    /// Window starts, ascending, each once.
+    fn positions(&self) -> Vec<usize> {
+        let mut p: Vec<usize> = (0..self.grid()).map(|k| k * self.stride).collect();
+        if self.cut() != 0 {
+            p.push(self.last());
+        }
+        p
+    }
+
+    /// First output coordinate taken from the last window (bottom strip / right band): the
+    /// official `(n − c)·s − int((P − c)/2·s)`.
+    fn splice(&self) -> usize {
+        let cut = self.cut();
+        (self.n - cut) * self.scale - (self.patch - cut) * self.scale / 2
+    }
+
+    /// The output axis split by source; the first `first` coordinates come from the first window
+    /// (`m·s`, or `P·s` for the columns of the first `m·s` rows, where the left strip was written
+    /// over the top strip).
+    fn segments(&self, first: usize) -> [(Range<usize>, Source); 3] {
+        let splice = self.splice();
+        let first = first.min(splice);
+        [
+            (0..first, Source::First),
+            (first..splice, Source::Centres),
+            (splice..self.out_len(), Source::Last),
+        ]
+    }
+
+    /// The coordinates of `range` (of source `src`) that the window starting at input position
+    /// `p` supplies (empty if none).
+    fn supplied(&self, p: usize, range: &Range<usize>, src: Source) -> Range<usize> {
+        let s = self.scale;
+        match src {
+            Source::First if p == 0 => range.clone(),
+            Source::Last if p == self.last() => range.clone(),
+            Source::Centres if p % self.stride == 0 && p / self.stride < self.grid() => {
+                let lo = (p + self.margin) * s;
+                let hi = (p + self.patch - self.margin) * s;
+                lo.max(range.start)..hi.min(range.end)
+            }
+            _ => 0..0,
+        }
+    }
+
+    /// How many windows supply each output coordinate (the official divisor along this axis).
+    fn counts(&self, first: usize) -> Vec<f32> {
+        let mut counts = vec![0f32; self.out_len()];
+        for p in self.positions() {
+            for (range, src) in self.segments(first) {
+                for x in self.supplied(p, &range, src) {
+                    counts[x] += 1.0;
+                }
+            }
+        }
+        counts
+    }
+
+    /// For each output coordinate, the largest window start that supplies it.
+    fn last_supplier(&self, first: usize) -> Vec<usize> {
+        let mut last = vec![0usize; self.out_len()];
+        for p in self.positions() {
+            for (range, src) in self.segments(first) {
+                for x in self.supplied(p, &range, src) {
+                    last[x] = p;
+                }
+            }
+        }
+        last
+    }
+
+    /// End of the output coordinates that the window starting at `p` supplies.
+    fn supplied_end(&self, p: usize, first: usize) -> usize {
+        self.segments(first)
+            .iter()
+            .map(|(range, src)| self.supplied(p, range, *src))
+            .filter(|r| !r.is_empty())
+            .map(|r| r.end)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Accumulates window outputs into the output rows they supply and releases the rows that no
+/// later band supplies, divided by their window counts.
+struct Assembler {
+    rows: Axis,
+    cols: Axis,
+    /// Output rows that use the top column rule (the first window supplies `P·s` columns).
+    top_rows: usize,
+    row_segments: [(Range<usize>, Source); 3],
+    col_segments: [(Range<usize>, Source); 3],
+    top_col_segments: [(Range<usize>, Source); 3],
+    row_counts: Vec<f32>,
+    col_counts: Tensor,
+    top_col_counts: Tensor,
+    /// Per output row, the input row of the last band that supplies it.
+    last_band: Vec<usize>,
+    /// Sums of output rows `done..done + len` (`[C, len, W·s]`), once the channels are known.
+    pending: Option<Tensor>,
+    /// Output rows already released.
+    done: usize,
+}
+
+impl Assembler {
+    fn new(g: &ChopGeometry) -> Self {
+        let (rows, cols) = (g.rows(), g.cols());
+        let top_rows = g.margin * g.scale;
+        let first_cols = g.patch * g.scale;
+        let counts = |v: Vec<f32>| Tensor::from_slice(&v).view([1, 1, -1]);
+        Assembler {
+            rows,
+            cols,
+            top_rows,
+            row_segments: rows.segments(top_rows),
+            col_segments: cols.segments(top_rows),
+            top_col_segments: cols.segments(first_cols),
+            row_counts: rows.counts(top_rows),
+            col_counts: counts(cols.counts(top_rows)),
+            top_col_counts: counts(cols.counts(first_cols)),
+            last_band: rows.last_supplier(top_rows),
+            pending: None,
+            done: 0,
+        }
+    }
+
+    /// End of the output rows that the band at input row `a` supplies.
+    fn band_end(&self, a: usize) -> usize {
+        self.rows.supplied_end(a, self.top_rows)
+    }
+
+    /// Make the pending rows reach output row `end` (zero-filled).
+    fn reserve(&mut self, channels: i64, end: usize) -> Result<(), ChopError> {
+        let width = self.cols.out_len() as i64;
+        let have = match &self.pending {
+            Some(p) => p.size()[1] as usize,
+            None => 0,
+        };
+        let want = end.saturating_sub(self.done);
+        if want <= have && self.pending.is_some() {
+            return Ok(());
+        }
+        let extra = Tensor::f_zeros(
+            [channels, (want - have) as i64, width],
+            (Kind::Float, Device::Cpu),
+        )?;
+        self.pending = Some(match self.pending.take() {
+            Some(p) => Tensor::f_cat(&[p, extra], 1)?,
+            None => extra,
+        });
+        Ok(())
+    }
+
+    /// Add the output `y` (`[C, P·s, P·s]`, CPU, f32) of the window at input `(a, b)`.
+    fn add(&mut self, (a, b): (usize, usize), y: &Tensor) -> Result<(), ChopError> {
+        let pending = self
+            .pending
+            .as_ref()
+            .expect("rows are reserved before windows are added");
+        let s = self.rows.scale;
+        for (row_range, row_src) in &self.row_segments {
+            let rr = self.rows.supplied(a, row_range, *row_src);
+            if rr.is_empty() {
+                continue;
+            }
+            let col_segments = if *row_src == Source::First {
+                &self.top_col_segments
+            } else {
+                &self.col_segments
+            };
+            for (col_range, col_src) in col_segments {
+                let cc = self.cols.supplied(b, col_range, *col_src);
+                if cc.is_empty() {
+                    continue;
+                }
+                let (nr, nc) = (rr.len() as i64, cc.len() as i64);
+                let mut dst = pending
+                    .f_narrow(1, (rr.start - self.done) as i64, nr)?
+                    .f_narrow(2, cc.start as i64, nc)?;
+                let src = y.f_narrow(1, (rr.start - a * s) as i64, nr)?.f_narrow(
+                    2,
+                    (cc.start - b * s) as i64,
+                    nc,
+                )?;
+                let _ = dst.f_add_(&src)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Release the rows whose last band comes before `next_band` (all rows when `None`), as
+    /// `(first output row, [C, n, W·s] means)` blocks, in order.
+    fn release(&mut self, next_band: Option<usize>) -> Result<Vec<(usize, Tensor)>, ChopError> {
+        let total = self.rows.out_len();
+        let end = match next_band {
+            Some(next) => (self.done..total)
+                .find(|&r| self.last_band[r] >= next)
+                .unwrap_or(total),
+            None => total,
+        };
+        if end <= self.done {
+            return Ok(Vec::new());
+        }
+        let pending = self
+            .pending
+            .take()
+            .expect("rows are reserved before they are released");
+        let mut blocks = Vec::with_capacity(2);
+        let split = self.top_rows.clamp(self.done, end);
+        for (range, col_counts) in [
+            (self.done..split, &self.top_col_counts),
+            (split..end, &self.col_counts),
+        ] {
+            if range.is_empty() {
+                continue;
+            }
+            let n = range.len() as i64;
+            let sums = pending.f_narrow(1, (range.start - self.done) as i64, n)?;
+            let rows = Tensor::from_slice(&self.row_counts[range.clone()]).view([1, n, 1]);
+            let counts = rows.f_mul(col_counts)?;
+            blocks.push((range.start, sums.f_div(&counts)?));
+        }
+        let released = (end - self.done) as i64;
+        let left = pending.size()[1] - released;
+        self.pending = Some(pending.f_narrow(1, released, left)?);
+        self.done = end;
+        Ok(blocks)
+    }
+}
+
+/// Whole-image inference settings: scale, window side, mode and windows per model call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chop {
+    /// Output/input scale of the model.
+    pub scale: usize,
+    /// Window side the model accepts.
+    pub patch: usize,
+    /// Window mode.
+    pub mode: ChopMode,
+    /// Windows per model call (the official `--crop_batch_size`).
+    pub crop_batch: usize,
+}
+
+impl Chop {
+    /// The tiling of an `h × w` input.
+    pub fn geometry(&self, h: usize, w: usize) -> Result<ChopGeometry, ChopError> {
+        ChopGeometry::new(h, w, self.patch, self.scale, self.mode)
+    }
+
+    /// Restore a whole `[1, C, h, w]` image with a model `f` that maps `[b, C, patch, patch]`
+    /// windows to `[b, C', patch·scale, patch·scale]`, handing the finished output rows to
+    /// `sink` as `(first row, [C', n, w·scale] f32 CPU tensor)`, top to bottom, each row once.
+    ///
+    /// `f` is called with at most `crop_batch` windows at a time, on the device of `x`, band by
+    /// band; counting the windows it receives gives progress (there are
+    /// [`ChopGeometry::window_count`] in total). Runs under `tch::no_grad`.
+    pub fn stream<E: From<ChopError>>(
+        &self,
+        x: &Tensor,
+        mut f: impl FnMut(&Tensor) -> Tensor,
+        mut sink: impl FnMut(usize, &Tensor) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let size = x.size();
+        if size.len() != 4 || size[0] != 1 || size[1] < 1 || size[2] < 1 || size[3] < 1 {
+            return Err(ChopError::InputShape(size).into());
+        }
+        if self.crop_batch == 0 {
+            return Err(ChopError::CropBatch.into());
+        }
+        let (h, w) = (size[2] as usize, size[3] as usize);
+        let g = self.geometry(h, w)?;
+        let (out_h, out_w) = ((h * self.scale) as i64, (w * self.scale) as i64);
+        tch::no_grad(|| {
+            let padded = reflect_pad_to(x, g.h, g.w)?;
+            let windows = g.windows();
+            let mut asm = Assembler::new(&g);
+            let (p, out) = (g.patch as i64, (g.patch * g.scale) as i64);
+            for (k, chunk) in windows.chunks(self.crop_batch).enumerate() {
+                let batch = chunk
+                    .iter()
+                    .map(|&(r, c)| padded.f_narrow(2, r as i64, p)?.f_narrow(3, c as i64, p))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(ChopError::from)?;
+                let batch = Tensor::f_cat(&batch, 0).map_err(ChopError::from)?;
+                let y = f(&batch);
+                let ys = y.size();
+                if ys.len() != 4
+                    || ys[0] != chunk.len() as i64
+                    || ys[1] < 1
+                    || ys[2] != out
+                    || ys[3] != out
+                {
+                    return Err(ChopError::ModelOutput {
+                        got: ys,
+                        batch: chunk.len(),
+                        patch: g.patch,
+                        out: out as usize,
+                    }
+                    .into());
+                }
+                let y = y
+                    .f_to_device(Device::Cpu)
+                    .and_then(|y| y.f_to_kind(Kind::Float))
+                    .map_err(ChopError::from)?;
+                if asm.pending.as_ref().is_some_and(|t| t.size()[0] != ys[1]) {
+                    // the channel count changed between calls
+                    return Err(ChopError::ModelOutput {
+                        got: ys,
+                        batch: chunk.len(),
+                        patch: g.patch,
+                        out: out as usize,
+                    }
+                    .into());
+                }
+                let end = chunk
+                    .iter()
+                    .map(|&(a, _)| asm.band_end(a))
+                    .max()
+                    .unwrap_or(0);
+                asm.reserve(ys[1], end)?;
+                for (i, &window) in chunk.iter().enumerate() {
+                    let yi = y.f_select(0, i as i64).map_err(ChopError::from)?;
+                    asm.add(window, &yi)?;
+                }
+                let next_band = windows.get((k + 1) * self.crop_batch).map(|&(a, _)| a);
+                for (row, block) in asm.release(next_band)? {
+                    let row = row as i64;
+                    if row >= out_h {
+                        continue;
+                    }
+                    let n = block.size()[1].min(out_h - row);
+                    let block = block
+                        .f_narrow(1, 0, n)
+                        .and_then(|b| b.f_narrow(2, 0, out_w))
+                        .map_err(ChopError::from)?;
+                    sink(row as usize, &block)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// [`stream`](Self::stream) collected into one `[1, C', h·scale, w·scale]` `f32` tensor on
+    /// the device of `x`.
+    pub fn run(&self, x: &Tensor, f: impl FnMut(&Tensor) -> Tensor) -> Result<Tensor, ChopError> {
+        let size = x.size();
+        let out_hw = if size.len() == 4 {
+            [size[2] * self.scale as i64, size[3] * self.scale as i64]
+        } else {
+            [0, 0]
+        };
+        let mut out: Option<Tensor> = None;
+        self.stream(x, f, |row, block: &Tensor| -> Result<(), ChopError> {
+            let channels = block.size()[0];
+            if out.is_none() {
+                out = Some(Tensor::f_zeros(
+                    [1, channels, out_hw[0], out_hw[1]],
+                    (Kind::Float, Device::Cpu),
+                )?);
+            }
+            let out = out.as_ref().expect("allocated above");
+            let mut dst = out
+                .f_select(0, 0)?
+                .f_narrow(1, row as i64, block.size()[1])?;
+            dst.f_copy_(block)?;
+            Ok(())
+        })?;
+        let out = out.expect("the stream hands out every row of a non-empty image");
+        Ok(out.f_to_device(x.device())?)
+    }
 }
 
 /// Restore a whole `[1, C, h, w]` image with a model `f` that maps `[b, C, patch, patch]` windows
-/// to `[b, C', patch·scale, patch·scale]`, stitching exactly like the official IPT code.
+/// to `[b, C', patch·scale, patch·scale]`, stitching like the official IPT code
+/// ([`ChopMode::Exact`]).
 ///
 /// `f` is called with at most `crop_batch` windows at a time, on the device of `x`; counting the
-/// windows it receives gives progress (there are [`window_count`] in total). Runs under
-/// `tch::no_grad`. The result is `[1, C', h·scale, w·scale]` `f32` on the device of `x`.
+/// windows it receives gives progress. Runs under `tch::no_grad`. The result is
+/// `[1, C', h·scale, w·scale]` `f32` on the device of `x`. See [`Chop`] for the fast mode and for
+/// streaming the rows.
 pub fn forward_chop(
     x: &Tensor,
     scale: usize,
     patch: usize,
     crop_batch: usize,
-    mut f: impl FnMut(&Tensor) -> Tensor,
+    f: impl FnMut(&Tensor) -> Tensor,
 ) -> Result<Tensor, ChopError> {
-    forward_chop_grouped(x, scale, patch, crop_batch, |_, batch| f(batch))
-}
-
-/// [`forward_chop`] with a model function that is also told which [`WindowGroup`] a batch of
-/// windows belongs to.
-pub fn forward_chop_grouped(
-    x: &Tensor,
-    scale: usize,
-    patch: usize,
-    crop_batch: usize,
-    mut f: impl FnMut(WindowGroup, &Tensor) -> Tensor,
-) -> Result<Tensor, ChopError> {
-    let size = x.size();
-    if size.len() != 4 || size[0] != 1 || size[1] < 1 || size[2] < 1 || size[3] < 1 {
-        return Err(ChopError::InputShape(size));
+    Chop {
+        scale,
+        patch,
+        mode: ChopMode::Exact,
+        crop_batch,
     }
-    if crop_batch == 0 {
-        return Err(ChopError::CropBatch);
-    }
-    let (h, w) = (size[2] as usize, size[3] as usize);
-    let g = ChopGeometry::new(h, w, patch, scale)?;
-    tch::no_grad(|| {
-        let padded = reflect_pad_to(x, g.h, g.w)?;
-        let y = chop_padded(&padded, &g, crop_batch, &mut f)?;
-        let y = y
-            .f_narrow(2, 0, (h * scale) as i64)?
-            .f_narrow(3, 0, (w * scale) as i64)?;
-        Ok(y.f_to_device(x.device())?)
-    })
+    .run(x, f)
 }
 
 /// Reflect-pad `x` at the bottom and right to at least `h × w` (`numpy.pad(mode="reflect")`
@@ -255,205 +738,6 @@ fn reflect_index(i: usize, n: usize) -> usize {
     }
 }
 
-/// Run `f` on the windows of one group, keep `crop` of each output window, and return the kept
-/// parts stacked as `[n, C', kh, kw]` `f32` on the CPU.
-fn run_group(
-    x: &Tensor,
-    g: &ChopGeometry,
-    group: WindowGroup,
-    crop_batch: usize,
-    crop: (Range<i64>, Range<i64>),
-    f: &mut impl FnMut(WindowGroup, &Tensor) -> Tensor,
-) -> Result<Tensor, ChopError> {
-    let p = g.patch as i64;
-    let out = (g.patch * g.scale) as i64;
-    let positions = g.windows(group);
-    let mut kept = Vec::with_capacity(positions.len().div_ceil(crop_batch));
-    for chunk in positions.chunks(crop_batch) {
-        let windows = chunk
-            .iter()
-            .map(|&(r, c)| x.f_narrow(2, r as i64, p)?.f_narrow(3, c as i64, p))
-            .collect::<Result<Vec<_>, _>>()?;
-        let batch = Tensor::f_cat(&windows, 0)?;
-        let y = f(group, &batch);
-        let ys = y.size();
-        if ys.len() != 4 || ys[0] != chunk.len() as i64 || ys[1] < 1 || ys[2] != out || ys[3] != out
-        {
-            return Err(ChopError::ModelOutput {
-                got: ys,
-                batch: chunk.len(),
-                patch: g.patch,
-                out: out as usize,
-            });
-        }
-        let y = y
-            .f_narrow(2, crop.0.start, crop.0.end - crop.0.start)?
-            .f_narrow(3, crop.1.start, crop.1.end - crop.1.start)?
-            .f_to_device(Device::Cpu)?
-            .f_to_kind(Kind::Float)?;
-        kept.push(y);
-    }
-    Ok(Tensor::f_cat(&kept, 0)?)
-}
-
-/// `F.fold` of window crops `[n, C, kh, kw]` into `[1, C, oh, ow]` with stride `stride` (sums
-/// where windows overlap), exactly as the official code calls it.
-fn fold(
-    crops: &Tensor,
-    out_hw: (i64, i64),
-    kernel: (i64, i64),
-    stride: i64,
-) -> Result<Tensor, ChopError> {
-    let n = crops.size()[0];
-    let cols = crops
-        .f_reshape([n, -1, 1])?
-        .f_transpose(0, 2)?
-        .f_contiguous()?;
-    Ok(cols.f_col2im(
-        [out_hw.0, out_hw.1],
-        [kernel.0, kernel.1],
-        [1, 1],
-        [0, 0],
-        [stride, stride],
-    )?)
-}
-
-/// Mean of overlapping window crops: fold of the crops divided by the fold of ones (the number of
-/// windows covering each pixel), as the official code computes it.
-fn fold_mean(
-    crops: &Tensor,
-    out_hw: (i64, i64),
-    kernel: (i64, i64),
-    stride: i64,
-) -> Result<Tensor, ChopError> {
-    let sum = fold(crops, out_hw, kernel, stride)?;
-    let count = fold(&crops.f_ones_like()?, out_hw, kernel, stride)?;
-    Ok(sum.f_div(&count)?)
-}
-
-/// Copy `src` into the block of `dst` starting at (`row`, `col`) in the last two dimensions.
-fn put(dst: &Tensor, row: i64, col: i64, src: &Tensor) -> Result<(), ChopError> {
-    let s = src.size();
-    let (sh, sw) = (s[s.len() - 2], s[s.len() - 1]);
-    let mut view = dst.f_narrow(2, row, sh)?.f_narrow(3, col, sw)?;
-    view.f_copy_(src)?;
-    Ok(())
-}
-
-/// Assemble a horizontal strip (`[1, C, P·s, W'·s]`) from its window outputs `[nw, C, P·s, P·s]`
-/// (the official `cut_h`): edge columns from the first/last window, the rest the mean of the
-/// central column bands.
-fn assemble_row_strip(y: &Tensor, g: &ChopGeometry) -> Result<Tensor, ChopError> {
-    let s = g.scale as i64;
-    let (ps, ts) = (g.patch as i64 * s, g.stride as i64 * s);
-    let wp = (g.w - g.w_cut) as i64 * s;
-    let n = y.size()[0];
-    let c = y.size()[1];
-    let out = Tensor::f_zeros([1, c, ps, wp], (Kind::Float, Device::Cpu))?;
-    put(&out, 0, 0, &y.f_narrow(0, 0, 1)?.f_narrow(3, 0, ts)?)?;
-    put(
-        &out,
-        0,
-        wp - ts,
-        &y.f_narrow(0, n - 1, 1)?.f_narrow(3, ps - ts, ts)?,
-    )?;
-    let central = y.f_narrow(3, ts, ps - 2 * ts)?;
-    let inter = fold_mean(&central, (ps, wp - 2 * ts), (ps, ps - 2 * ts), ts)?;
-    put(&out, 0, ts, &inter)?;
-    Ok(out)
-}
-
-/// Assemble a vertical strip (`[1, C, H'·s, P·s]`) from its window outputs (the official `cut_w`).
-fn assemble_col_strip(y: &Tensor, g: &ChopGeometry) -> Result<Tensor, ChopError> {
-    let s = g.scale as i64;
-    let (ps, ts) = (g.patch as i64 * s, g.stride as i64 * s);
-    let hp = (g.h - g.h_cut) as i64 * s;
-    let n = y.size()[0];
-    let c = y.size()[1];
-    let out = Tensor::f_zeros([1, c, hp, ps], (Kind::Float, Device::Cpu))?;
-    put(&out, 0, 0, &y.f_narrow(0, 0, 1)?.f_narrow(2, 0, ts)?)?;
-    put(
-        &out,
-        hp - ts,
-        0,
-        &y.f_narrow(0, n - 1, 1)?.f_narrow(2, ps - ts, ts)?,
-    )?;
-    let central = y.f_narrow(2, ts, ps - 2 * ts)?;
-    let inter = fold_mean(&central, (hp - 2 * ts, ps), (ps - 2 * ts, ps), ts)?;
-    put(&out, ts, 0, &inter)?;
-    Ok(out)
-}
-
-/// The official tiling of an input that is at least `patch` in both dimensions.
-fn chop_padded(
-    x: &Tensor,
-    g: &ChopGeometry,
-    crop_batch: usize,
-    f: &mut impl FnMut(WindowGroup, &Tensor) -> Tensor,
-) -> Result<Tensor, ChopError> {
-    let s = g.scale as i64;
-    let (ps, ts) = (g.patch as i64 * s, g.stride as i64 * s);
-    let (hp, wp) = ((g.h - g.h_cut) as i64 * s, (g.w - g.w_cut) as i64 * s);
-    let full = (0..ps, 0..ps);
-    let centre = (ts..ps - ts, ts..ps - ts);
-
-    let corner = run_group(x, g, WindowGroup::Corner, crop_batch, full.clone(), f)?;
-    let bottom = run_group(x, g, WindowGroup::BottomStrip, crop_batch, full.clone(), f)?;
-    let bottom = assemble_row_strip(&bottom, g)?;
-    let right = run_group(x, g, WindowGroup::RightStrip, crop_batch, full.clone(), f)?;
-    let right = assemble_col_strip(&right, g)?;
-    let top = run_group(x, g, WindowGroup::TopStrip, crop_batch, full.clone(), f)?;
-    let top = assemble_row_strip(&top, g)?;
-    let left = run_group(x, g, WindowGroup::LeftStrip, crop_batch, full, f)?;
-    let left = assemble_col_strip(&left, g)?;
-    let grid = run_group(x, g, WindowGroup::MainGrid, crop_batch, centre, f)?;
-
-    // Main grid G: top strip, then left strip, then the averaged interior.
-    let c = grid.size()[1];
-    let main = Tensor::f_zeros([1, c, hp, wp], (Kind::Float, Device::Cpu))?;
-    put(&main, 0, 0, &top)?;
-    put(&main, 0, 0, &left)?;
-    let inter = fold_mean(
-        &grid,
-        (hp - 2 * ts, wp - 2 * ts),
-        (ps - 2 * ts, ps - 2 * ts),
-        ts,
-    )?;
-    put(&main, ts, ts, &inter)?;
-
-    // Splices at the middle of the overlaps with the bottom strip and the right band.
-    let (cut_h, skip_h) = half_overlap(g.patch - g.h_cut, g.scale);
-    let (cut_w, skip_w) = half_overlap(g.patch - g.w_cut, g.scale);
-    let rows = Tensor::f_cat(
-        &[
-            main.f_narrow(2, 0, hp - cut_h)?,
-            bottom.f_narrow(2, skip_h, ps - skip_h)?,
-        ],
-        2,
-    )?;
-    let band = Tensor::f_cat(
-        &[
-            right.f_narrow(2, 0, hp - cut_h)?,
-            corner.f_narrow(2, skip_h, ps - skip_h)?,
-        ],
-        2,
-    )?;
-    Ok(Tensor::f_cat(
-        &[
-            rows.f_narrow(3, 0, wp - cut_w)?,
-            band.f_narrow(3, skip_w, ps - skip_w)?,
-        ],
-        3,
-    )?)
-}
-
-/// `(⌊a⌋, ⌈a⌉)` for `a = overlap·scale/2`: the official `int((P − cut)/2·s)` and
-/// `int((P − cut)/2·s + 0.5)`.
-fn half_overlap(overlap: usize, scale: usize) -> (i64, i64) {
-    let twice = (overlap * scale) as i64;
-    (twice / 2, (twice + 1) / 2)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,23 +750,78 @@ mod tests {
     }
 
     #[test]
-    fn half_overlap_matches_python_int_rounding() {
-        // int((48-5)/2*3) = int(64.5) = 64, int(64.5 + 0.5) = 65
-        assert_eq!(half_overlap(43, 3), (64, 65));
-        assert_eq!(half_overlap(44, 1), (22, 22));
-        assert_eq!(half_overlap(43, 1), (21, 22));
+    fn splice_matches_python_int_rounding() {
+        // P = 48, n − c = 96, c = 5, s = 3: (96)·3 − int((48−5)/2·3) = 288 − int(64.5) = 224
+        let a = ChopGeometry::new(101, 48, 48, 3, ChopMode::Exact)
+            .unwrap()
+            .rows();
+        assert_eq!(a.cut(), 5);
+        assert_eq!(a.splice(), 288 - 64);
+        // the last window (input row 53) is taken from its row ⌈64.5⌉ = 65 on: 53·3 + 65 = 224
+        assert_eq!(a.last() * 3 + 65, a.splice());
     }
 
     #[test]
     fn geometry_of_the_spec_example() {
-        let g = ChopGeometry::new(100, 77, 48, 1).unwrap();
+        let g = ChopGeometry::new(100, 77, 48, 1, ChopMode::Exact).unwrap();
         assert_eq!((g.h_cut, g.w_cut, g.nh, g.nw), (4, 5, 5, 3));
-        assert_eq!(g.window_count(), 15 + 6 + 10 + 1);
-        assert_eq!(window_count(321, 481, 48), 972);
-        assert_eq!(window_count(48, 48, 48), 6);
+        assert_eq!(g.window_rows(), vec![0, 12, 24, 36, 48, 52]);
+        assert_eq!(g.window_cols(), vec![0, 12, 24, 29]);
+        // the official code evaluates 15 + 6 + 10 + 1 = 32; 8 of those repeat another
+        assert_eq!(g.window_count(), 6 * 4);
+        let g = ChopGeometry::new(48, 48, 48, 2, ChopMode::Exact).unwrap();
+        assert_eq!(g.windows(), vec![(0, 0)]);
+        let g = ChopGeometry::new(321, 481, 48, 2, ChopMode::Fast).unwrap();
+        assert_eq!((g.stride, g.margin, g.h_cut, g.w_cut), (36, 6, 21, 1));
+        assert_eq!(g.window_count(), 9 * 14);
         assert!(matches!(
-            ChopGeometry::new(48, 48, 30, 1),
-            Err(ChopError::Patch(30))
+            ChopGeometry::new(48, 48, 30, 1, ChopMode::Exact),
+            Err(ChopError::Patch { patch: 30, .. })
         ));
+        assert!(matches!(
+            ChopGeometry::new(48, 48, 12, 1, ChopMode::Fast),
+            Err(ChopError::Patch { patch: 12, .. })
+        ));
+        assert!(ChopGeometry::new(48, 48, 12, 1, ChopMode::Exact).is_ok());
+    }
+
+    #[test]
+    fn every_output_pixel_has_a_window_and_fast_mode_has_exactly_one() {
+        for mode in [ChopMode::Exact, ChopMode::Fast] {
+            for patch in [48usize, 24, 16] {
+                for n in patch..patch + 90 {
+                    for s in 1..=4 {
+                        let g = ChopGeometry::new(n, patch, patch, s, mode).unwrap();
+                        let a = g.rows();
+                        for first in [g.margin * s, patch * s] {
+                            let counts = a.counts(first);
+                            assert!(
+                                counts.iter().all(|&c| c >= 1.0),
+                                "{mode} P={patch} n={n} s={s}: a coordinate has no window"
+                            );
+                            if mode == ChopMode::Fast {
+                                assert!(counts.iter().all(|&c| c == 1.0), "{mode} n={n} s={s}");
+                            } else {
+                                // central bands of width 2T at stride T: at most two per axis
+                                assert!(counts.iter().all(|&c| c <= 2.0));
+                            }
+                            // the last band supplying a row never decreases down the image
+                            let last = a.last_supplier(first);
+                            assert!(last.windows(2).all(|p| p[0] <= p[1]));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mode_names_round_trip() {
+        for m in [ChopMode::Exact, ChopMode::Fast] {
+            assert_eq!(m.to_string().parse::<ChopMode>().unwrap(), m);
+        }
+        assert_eq!(" Fast ".parse::<ChopMode>().unwrap(), ChopMode::Fast);
+        assert!("quick".parse::<ChopMode>().is_err());
+        assert_eq!(ChopMode::default(), ChopMode::Exact);
     }
 }

@@ -164,6 +164,22 @@ impl IptConfig {
         }
     }
 
+    /// The task at index `idx`, when it can be told: the recorded task list, else the one task
+    /// that [`task_index`](Self::task_index) places there (`None` when several could be, e.g. an
+    /// unrecorded scale-1 head).
+    pub fn task_at(&self, idx: usize) -> Option<Task> {
+        if let Some(tasks) = &self.tasks {
+            return tasks.get(idx).copied();
+        }
+        let mut named = Task::ALL
+            .into_iter()
+            .filter(|&t| self.task_index(t) == Some(idx));
+        match (named.next(), named.next()) {
+            (Some(t), None) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Checks that the configuration describes a network that can be built.
     pub fn validate(&self) -> Result<(), ModelError> {
         let bad = |msg: String| Err(ModelError::InvalidConfig(msg));

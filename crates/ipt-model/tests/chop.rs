@@ -1,16 +1,45 @@
-//! Whole-image inference (`forward_chop`, self-ensemble) against mock models whose output is
-//! known exactly (official `model/__init__.py`: `forward_chop`, `forward_x8`).
+//! Whole-image inference (the streamed window stitching of `ipt_model::chop`) against mock models
+//! whose output is known exactly, against a naive per-pixel reference of the official assembly,
+//! and against the official all-at-once code (`tests/support/official_chop.rs`).
 
-use std::collections::HashMap;
+#[path = "support/official_chop.rs"]
+mod official;
 
-use ipt_model::chop::{forward_chop, forward_chop_grouped, window_count, ChopError, WindowGroup};
-use ipt_model::ensemble::self_ensemble;
+use std::collections::{HashMap, HashSet};
+
+use ipt_model::chop::{forward_chop, Chop, ChopError, ChopGeometry, ChopMode};
 use tch::{Device, Kind, Tensor};
+
+const MODES: [ChopMode; 2] = [ChopMode::Exact, ChopMode::Fast];
 
 /// A random `[1, 3, h, w]` image on 0..255 (seeded).
 fn image(h: i64, w: i64, seed: i64) -> Tensor {
     tch::manual_seed(seed);
     Tensor::rand([1, 3, h, w], (Kind::Float, Device::Cpu)) * 255.0
+}
+
+/// An image whose channel 0 holds the row index and channel 1 the column index of each pixel
+/// (channel 2 random), so a mock can tell where a window came from.
+fn position_image(h: i64, w: i64) -> Tensor {
+    let rows = Tensor::arange(h, (Kind::Float, Device::Cpu))
+        .view([1, 1, h, 1])
+        .expand([1, 1, h, w], false);
+    let cols = Tensor::arange(w, (Kind::Float, Device::Cpu))
+        .view([1, 1, 1, w])
+        .expand([1, 1, h, w], false);
+    Tensor::cat(&[rows, cols, image(h, w, 1).narrow(1, 0, 1)], 1).contiguous()
+}
+
+/// Top-left input positions of the windows in a batch cut from a [`position_image`].
+fn positions(b: &Tensor) -> Vec<(usize, usize)> {
+    (0..b.size()[0])
+        .map(|k| {
+            (
+                b.double_value(&[k, 0, 0, 0]) as usize,
+                b.double_value(&[k, 1, 0, 0]) as usize,
+            )
+        })
+        .collect()
 }
 
 /// Nearest-neighbour ×s upsampling: each pixel becomes an s×s block.
@@ -24,75 +53,81 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 
+fn chop(scale: usize, mode: ChopMode, crop_batch: usize) -> Chop {
+    Chop {
+        scale,
+        patch: 48,
+        mode,
+        crop_batch,
+    }
+}
+
 #[test]
-fn nearest_neighbour_mock_is_reproduced_exactly() {
+fn nearest_neighbour_mock_is_reproduced_exactly_with_each_window_once() {
     let sizes = [(48, 48), (49, 61), (100, 77), (256, 171), (321, 481)];
-    for s in 1..=4usize {
-        for (seed, &(h, w)) in sizes.iter().enumerate() {
-            let x = image(h, w, seed as i64);
-            let mut windows = 0usize;
-            let y = forward_chop(&x, s, 48, 64, |b: &Tensor| {
-                assert_eq!(&b.size()[1..], &[3, 48, 48]);
-                windows += b.size()[0] as usize;
-                upsample_nn(b, s as i64)
-            })
-            .unwrap();
-            let expected = upsample_nn(&x, s as i64);
-            assert_eq!(y.size(), vec![1, 3, h * s as i64, w * s as i64]);
-            assert_eq!(max_abs_diff(&y, &expected), 0.0, "{h}x{w} s={s}");
-            let nh = (h as usize - 48) / 12 + 1;
-            let nw = (w as usize - 48) / 12 + 1;
-            assert_eq!(windows, nh * nw + 2 * nw + 2 * nh + 1, "{h}x{w}");
-            assert_eq!(windows, window_count(h as usize, w as usize, 48));
+    for mode in MODES {
+        for s in 1..=4usize {
+            for &(h, w) in &sizes {
+                let x = position_image(h, w);
+                let mut seen = Vec::new();
+                let y = chop(s, mode, 64)
+                    .run(&x, |b: &Tensor| {
+                        assert_eq!(&b.size()[1..], &[3, 48, 48]);
+                        seen.extend(positions(b));
+                        upsample_nn(b, s as i64)
+                    })
+                    .unwrap();
+                let expected = upsample_nn(&x, s as i64);
+                assert_eq!(y.size(), vec![1, 3, h * s as i64, w * s as i64]);
+                assert_eq!(max_abs_diff(&y, &expected), 0.0, "{mode} {h}x{w} s={s}");
+                let g = ChopGeometry::new(h as usize, w as usize, 48, s, mode).unwrap();
+                assert_eq!(seen, g.windows(), "{mode} {h}x{w}: band by band, row-major");
+                let distinct: HashSet<_> = seen.iter().collect();
+                assert_eq!(distinct.len(), seen.len(), "every window evaluated once");
+                assert_eq!(seen.len(), g.window_count());
+            }
         }
     }
 }
 
 #[test]
-fn tag_map_matches_the_official_assembly() {
-    // Tag map: each model call returns a constant per group; 100×77, s = 1.
-    let tag = |g: WindowGroup| -> f64 {
-        match g {
-            WindowGroup::Corner => 5.0,
-            WindowGroup::BottomStrip => 2.0,
-            WindowGroup::RightStrip => 4.0,
-            WindowGroup::TopStrip => 1.0,
-            WindowGroup::LeftStrip => 3.0,
-            WindowGroup::MainGrid => 9.0,
-        }
+fn window_sources_match_the_official_assembly() {
+    // Each window's output is a constant tag (1000·row + column of its top-left corner), so every
+    // output pixel is the mean of the tags of the windows that supply it; tags are small integers
+    // and means of up to 4 of them are exact in f32, so the comparison with the official
+    // all-at-once code (which evaluates repeated windows again) is exact.
+    let tag = |b: &Tensor, s: i64| -> Tensor {
+        let tags: Vec<f32> = positions(b)
+            .into_iter()
+            .map(|(r, c)| (1000 * r + c) as f32)
+            .collect();
+        Tensor::from_slice(&tags)
+            .view([-1, 1, 1, 1])
+            .expand([b.size()[0], 3, 48 * s, 48 * s], false)
+            * 1.0
     };
-    let x = image(100, 77, 7);
-    let mut order = Vec::new();
-    let y = forward_chop_grouped(&x, 1, 48, 64, |g, b: &Tensor| {
-        order.push(g);
-        b.zeros_like() + tag(g)
-    })
-    .unwrap();
-    assert_eq!(
-        order,
-        WindowGroup::ALL.to_vec(),
-        "one call per group, official order"
-    );
-    let expected = |r: usize, c: usize| -> f64 {
-        match (r, c) {
-            (0..=11, 0..=47) => 3.0,
-            (0..=11, 48..=50) => 1.0,
-            (0..=73, 51..=76) => 4.0,
-            (12..=73, 0..=11) => 3.0,
-            (12..=73, 12..=50) => 9.0,
-            (74..=99, 0..=50) => 2.0,
-            (74..=99, 51..=76) => 5.0,
-            _ => unreachable!(),
+    for mode in MODES {
+        let fast = mode == ChopMode::Fast;
+        for &(h, w, s) in &[
+            (100i64, 77i64, 1i64),
+            (48, 48, 2),
+            (60, 61, 3),
+            (97, 121, 2),
+            (200, 131, 1),
+            (49, 84, 4),
+        ] {
+            let x = position_image(h, w);
+            let got = chop(s as usize, mode, 64)
+                .run(&x, |b: &Tensor| tag(b, s))
+                .unwrap();
+            let mut groups = Vec::new();
+            let want = official::official_chop(&x, s, 48, 64, fast, |g, b| {
+                groups.push(g);
+                tag(b, s)
+            });
+            assert_eq!(max_abs_diff(&got, &want), 0.0, "{mode} {h}x{w} s={s}");
+            assert_eq!(groups.first(), Some(&official::Group::Corner));
         }
-    };
-    let map = Vec::<f32>::try_from(y.get(0).get(0).reshape([-1])).unwrap();
-    for r in 0..100 {
-        for c in 0..77 {
-            assert_eq!(map[r * 77 + c] as f64, expected(r, c), "pixel ({r}, {c})");
-        }
-    }
-    for ch in 1..3 {
-        assert_eq!(max_abs_diff(&y.get(0).get(ch), &y.get(0).get(0)), 0.0);
     }
 }
 
@@ -230,6 +265,38 @@ fn window_dependent_mock_matches_a_naive_reference() {
 }
 
 #[test]
+fn streaming_equals_the_official_all_at_once_code() {
+    // a window-dependent mock, odd sizes: one row/column past a band (48 + 1, 48 + 12k + 1,
+    // 48 + 36k + 1), not multiples of the stride, both modes, several scales and batch sizes
+    let sizes = [
+        (49i64, 49i64),
+        (61, 50),
+        (85, 97),
+        (121, 48),
+        (100, 77),
+        (157, 133),
+    ];
+    for mode in MODES {
+        for &(h, w) in &sizes {
+            for s in [1i64, 2, 3] {
+                let x = image(h, w, h * w + s);
+                let want =
+                    official::official_chop(&x, s, 48, 64, mode == ChopMode::Fast, |_, b| {
+                        content_mock(b, s)
+                    });
+                for batch in [64usize, 5] {
+                    let got = chop(s as usize, mode, batch)
+                        .run(&x, |b: &Tensor| content_mock(b, s))
+                        .unwrap();
+                    let err = max_abs_diff(&got, &want);
+                    assert!(err < 1e-4, "{mode} {h}x{w} s={s} batch {batch}: {err}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn result_does_not_depend_on_the_crop_batch() {
     let x = image(100, 77, 3);
     let run = |batch: usize| {
@@ -243,56 +310,118 @@ fn result_does_not_depend_on_the_crop_batch() {
         (y, calls)
     };
     let (y64, calls64) = run(64);
+    // 100×77: rows {0, 12, 24, 36, 48, 52} × columns {0, 12, 24, 29} = 24 windows
+    assert_eq!(calls64, 1);
     for batch in [1usize, 7] {
         let (y, calls) = run(batch);
+        // the windows and the order of the additions are the same whatever the batch
         assert_eq!(max_abs_diff(&y, &y64), 0.0, "crop batch {batch}");
-        assert!(calls > calls64);
+        assert_eq!(calls, 24usize.div_ceil(batch));
     }
-    // 100×77: groups of 1, 3, 5, 3, 5, 15 windows → 7 per call gives 1+1+1+1+1+3 calls
-    assert_eq!(run(7).1, 8);
-    assert_eq!(run(1).1, window_count(100, 77, 48));
+}
+
+#[test]
+fn windows_held_at_once_are_bounded_by_the_band() {
+    // A window's output can be dropped once every output row it could supply has been handed
+    // out. Count, at every model call, the windows evaluated so far whose rows are not all out
+    // yet: with streaming this is a few bands plus a batch, whatever the image height; the
+    // all-at-once code would hold every window until the end.
+    for mode in MODES {
+        let (w, s, batch) = (200i64, 2usize, 16usize);
+        let mut peaks = Vec::new();
+        // the bound (4 bands + a batch) does not depend on the height
+        for h in [150i64, 700] {
+            let x = position_image(h, w);
+            let mut evaluated: Vec<usize> = Vec::new(); // top rows of evaluated windows
+            let delivered = std::cell::Cell::new(0usize);
+            let mut peak = 0;
+            let mut rows_seen = Vec::new();
+            let held = |evaluated: &[usize], delivered: usize| {
+                evaluated
+                    .iter()
+                    .filter(|&&a| (a + 48) * s > delivered)
+                    .count()
+            };
+            chop(s, mode, batch)
+                .stream(
+                    &x,
+                    |b: &Tensor| {
+                        peak = peak.max(held(&evaluated, delivered.get()));
+                        evaluated.extend(positions(b).into_iter().map(|(r, _)| r));
+                        peak = peak.max(held(&evaluated, delivered.get()));
+                        upsample_nn(b, s as i64)
+                    },
+                    |row, block: &Tensor| -> Result<(), ChopError> {
+                        assert_eq!(row, delivered.get(), "rows come in order, each once");
+                        rows_seen.push(row);
+                        delivered.set(row + block.size()[1] as usize);
+                        Ok(())
+                    },
+                )
+                .unwrap();
+            assert_eq!(delivered.get(), h as usize * s);
+            let g = ChopGeometry::new(h as usize, w as usize, 48, s, mode).unwrap();
+            let band = g.window_cols().len();
+            assert!(
+                peak <= 4 * band + batch,
+                "{mode} {h}x{w}: {peak} windows held, band of {band}"
+            );
+            assert!(
+                g.window_count() > 2 * (4 * band + batch) || h < 500,
+                "the tall image must have far more windows than the bound"
+            );
+            assert!(
+                h < 500 || rows_seen.len() >= 5,
+                "rows are handed out as bands finish: {} blocks",
+                rows_seen.len()
+            );
+            peaks.push(peak);
+        }
+        eprintln!("{mode}: at most {peaks:?} windows held (heights 150, 700)");
+    }
 }
 
 #[test]
 fn images_smaller_than_the_patch_are_reflect_padded() {
-    for &(h, w, s) in &[
-        (20, 30, 2i64),
-        (10, 100, 1),
-        (100, 10, 3),
-        (1, 5, 2),
-        (47, 48, 4),
-    ] {
-        let x = image(h, w, 5);
-        let mut seen = Vec::new();
-        let y = forward_chop(&x, s as usize, 48, 64, |b: &Tensor| {
-            seen.push(b.shallow_clone());
-            upsample_nn(b, s)
-        })
-        .unwrap();
-        assert_eq!(y.size(), vec![1, 3, h * s, w * s]);
-        assert_eq!(max_abs_diff(&y, &upsample_nn(&x, s)), 0.0, "{h}x{w}");
-        // the corner window is the reflect-padded input: row 47 mirrors row (reflected index)
-        let corner = &seen[0];
-        let (ph, pw) = (h.max(48), w.max(48));
-        let reflect = |i: i64, n: i64| {
-            if n == 1 {
-                0
-            } else {
-                let m = i % (2 * (n - 1));
-                if m < n {
-                    m
+    for mode in MODES {
+        for &(h, w, s) in &[
+            (20, 30, 2i64),
+            (10, 100, 1),
+            (100, 10, 3),
+            (1, 5, 2),
+            (47, 48, 4),
+        ] {
+            let x = image(h, w, 5);
+            let mut seen = Vec::new();
+            let y = chop(s as usize, mode, 64)
+                .run(&x, |b: &Tensor| {
+                    seen.push(b.shallow_clone());
+                    upsample_nn(b, s)
+                })
+                .unwrap();
+            assert_eq!(y.size(), vec![1, 3, h * s, w * s]);
+            assert_eq!(max_abs_diff(&y, &upsample_nn(&x, s)), 0.0, "{h}x{w}");
+            // the first window is the top-left of the reflect-padded input
+            let first = &seen[0];
+            let reflect = |i: i64, n: i64| {
+                if n == 1 {
+                    0
                 } else {
-                    2 * (n - 1) - m
+                    let m = i % (2 * (n - 1));
+                    if m < n {
+                        m
+                    } else {
+                        2 * (n - 1) - m
+                    }
                 }
+            };
+            for (r, c) in [(47i64, 47i64), (0, 47), (47, 0), (30, 13)] {
+                assert_eq!(
+                    first.double_value(&[0, 1, r, c]),
+                    x.double_value(&[0, 1, reflect(r, h), reflect(c, w)]),
+                    "{h}x{w} window pixel ({r}, {c})"
+                );
             }
-        };
-        for (r, c) in [(47i64, 47i64), (0, 47), (47, 0), (30, 13)] {
-            let (ar, ac) = (ph - 48 + r, pw - 48 + c);
-            assert_eq!(
-                corner.double_value(&[0, 1, r, c]),
-                x.double_value(&[0, 1, reflect(ar, h), reflect(ac, w)]),
-                "{h}x{w} window pixel ({r}, {c})"
-            );
         }
     }
 }
@@ -315,8 +444,16 @@ fn bad_inputs_are_reported() {
     ));
     assert!(matches!(
         forward_chop(&x, 1, 50, 8, id),
-        Err(ChopError::Patch(50))
+        Err(ChopError::Patch { patch: 50, .. })
     ));
+    let fast12 = Chop {
+        scale: 1,
+        patch: 12,
+        mode: ChopMode::Fast,
+        crop_batch: 8,
+    };
+    let err = fast12.run(&x, id).unwrap_err();
+    assert!(err.to_string().contains("multiple of 8"), "{err}");
     assert!(matches!(
         forward_chop(&x, 0, 48, 8, id),
         Err(ChopError::Scale)
@@ -326,83 +463,55 @@ fn bad_inputs_are_reported() {
         forward_chop(&x, 2, 48, 8, id),
         Err(ChopError::ModelOutput { .. })
     ));
+    // a model whose channel count changes between calls
+    let mut calls = 0;
+    let err = forward_chop(&image(100, 100, 2), 1, 48, 2, |b: &Tensor| {
+        calls += 1;
+        if calls == 1 {
+            b.shallow_clone()
+        } else {
+            b.narrow(1, 0, 2)
+        }
+    })
+    .unwrap_err();
+    assert!(matches!(err, ChopError::ModelOutput { .. }), "{err}");
 }
 
 #[test]
 fn other_patch_sizes_tile_exactly() {
-    // a tiny config's patch (e.g. 24: stride 6) follows the same rules
-    for &(h, w, s, p) in &[(40, 31, 2usize, 24usize), (24, 24, 3, 24), (53, 29, 1, 12)] {
+    // a tiny config's patch (e.g. 24: stride 6, or 18 in fast mode) follows the same rules
+    for &(h, w, s, p, mode) in &[
+        (40, 31, 2usize, 24usize, ChopMode::Exact),
+        (24, 24, 3, 24, ChopMode::Exact),
+        (53, 29, 1, 12, ChopMode::Exact),
+        (70, 45, 2, 24, ChopMode::Fast),
+        (53, 29, 3, 16, ChopMode::Fast),
+    ] {
         let x = image(h, w, 9);
         let mut windows = 0;
-        let y = forward_chop(&x, s, p, 5, |b: &Tensor| {
-            windows += b.size()[0] as usize;
-            upsample_nn(b, s as i64)
-        })
-        .unwrap();
+        let c = Chop {
+            scale: s,
+            patch: p,
+            mode,
+            crop_batch: 5,
+        };
+        let y = c
+            .run(&x, |b: &Tensor| {
+                windows += b.size()[0] as usize;
+                upsample_nn(b, s as i64)
+            })
+            .unwrap();
         assert_eq!(max_abs_diff(&y, &upsample_nn(&x, s as i64)), 0.0);
-        assert_eq!(windows, window_count(h as usize, w as usize, p));
+        let g = c.geometry(h as usize, w as usize).unwrap();
+        assert_eq!(windows, g.window_count());
     }
 }
 
 #[test]
-fn self_ensemble_of_an_equivariant_model_changes_nothing() {
-    // NN upsampling commutes with flips and transposes, so the ×8 ensemble of forward_chop must
-    // give the same image as a single forward_chop.
-    let x = image(61, 50, 2);
-    let chop = |xi: &Tensor| forward_chop(xi, 3, 48, 64, |b: &Tensor| upsample_nn(b, 3));
-    let plain = chop(&x).unwrap();
-    let mut calls = 0;
-    let ens = self_ensemble(&x, |xi| {
-        calls += 1;
-        let y = chop(xi)?;
-        // every member is reproduced exactly in its own orientation
-        assert_eq!(max_abs_diff(&y, &upsample_nn(xi, 3)), 0.0);
-        Ok::<_, ChopError>(y)
-    })
-    .unwrap();
-    assert_eq!(calls, 8);
-    // the float32 mean of eight equal values is that value up to rounding of the running sum
-    // (≤ 8 ulp of 255 ≈ 1.2e-4)
-    let err = max_abs_diff(&plain, &ens);
-    assert!(err < 1.2e-4, "max error {err}");
-}
-
-#[test]
-fn self_ensemble_averages_the_eight_orientations() {
-    // A non-equivariant whole-image function: add a horizontal ramp. Naive reference: apply the
-    // eight transforms by index arithmetic in f64 and average.
-    let (h, w) = (5i64, 7i64);
-    let x = image(h, w, 4);
-    let f = |t: &Tensor| -> Result<Tensor, tch::TchError> {
-        let wd = t.size()[3];
-        let ramp = Tensor::arange(wd, (Kind::Float, Device::Cpu)).view([1, 1, 1, wd]);
-        Ok(t + ramp * 10.0)
-    };
-    let got = self_ensemble(&x, f).unwrap();
-    let xv = Vec::<f32>::try_from(x.reshape([-1])).unwrap();
-    let (hu, wu) = (h as usize, w as usize);
-    for c in 0..3 {
-        for r in 0..hu {
-            for q in 0..wu {
-                // for member i (flip W? flip H? transpose?) the ramp seen at original pixel (r, q)
-                // is its column index in the transformed image
-                let mut sum = 0.0;
-                for i in 0..8 {
-                    let (fw, fh, tr) = (i % 2 == 1, (i % 4) > 1, i > 3);
-                    let (r1, q1) = (
-                        if fh { hu - 1 - r } else { r },
-                        if fw { wu - 1 - q } else { q },
-                    );
-                    let col = if tr { r1 } else { q1 };
-                    sum += xv[(c * hu + r) * wu + q] as f64 + 10.0 * col as f64;
-                }
-                let want = sum / 8.0;
-                let have = got.double_value(&[0, c as i64, r as i64, q as i64]);
-                assert!(
-                    (have - want).abs() < 1e-4,
-                    "({c},{r},{q}): {have} vs {want}"
-                );
-            }
-        }
-    }
+fn fast_mode_uses_far_fewer_windows() {
+    let exact = ChopGeometry::new(1536, 2048, 48, 2, ChopMode::Exact).unwrap();
+    let fast = ChopGeometry::new(1536, 2048, 48, 2, ChopMode::Fast).unwrap();
+    assert_eq!(exact.window_count(), 125 * 168);
+    assert_eq!(fast.window_count(), 43 * 57);
+    assert!(exact.window_count() > 8 * fast.window_count());
 }
