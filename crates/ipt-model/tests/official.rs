@@ -73,7 +73,12 @@ fn compare_with(
     let x = io_tensor(&io, "x");
     let x = if double { x.to_kind(Kind::Double) } else { x };
     let max_abs = |a: &Tensor, b: &Tensor| {
-        f64::try_from((a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max()).unwrap()
+        f64::try_from(
+            (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
+                .abs()
+                .max(),
+        )
+        .unwrap()
     };
     let mut d = Diff::default();
     let (mut dy32, mut dt32) = (0f64, 0f64);
@@ -110,7 +115,10 @@ fn compare_with(
 fn compare(name: &str, num_heads: usize, expect: impl Fn(&IptConfig)) {
     let d64 = compare_with(name, num_heads, AttentionKernel::Auto, true, &expect);
     // In float64 the Rust network and PyTorch agree to rounding: a tight, machine-independent check.
-    assert!(d64.output <= TOL_F64 && d64.tokens <= TOL_F64, "{name} f64: {d64:?}");
+    assert!(
+        d64.output <= TOL_F64 && d64.tokens <= TOL_F64,
+        "{name} f64: {d64:?}"
+    );
     let d32 = compare_with(name, num_heads, AttentionKernel::Auto, false, &expect);
     assert!(d32.within_f32(), "{name} f32: {d32:?}");
 }
