@@ -4,6 +4,7 @@
 //! cargo with the environment torch-sys needs. User-facing jobs (`pretrain`, `bench-sr`, `restore`, ...) are
 //! forwarded to the `ipt` binary, built in release mode.
 
+mod fuzz;
 mod gloo;
 mod launch;
 mod libtorch;
@@ -67,6 +68,9 @@ enum Cmd {
     Info(Forward),
     /// Show the libtorch and devices the `ipt` binary sees (runs `ipt doctor`).
     Doctor(Forward),
+    /// Fuzz the file parsers (cargo-fuzz on nightly, installed when missing): one target or all,
+    /// N seconds each, then a table of executions and coverage.
+    Fuzz(fuzz::Args),
 }
 
 /// Arguments passed through to the `ipt` subcommand of the same name.
@@ -143,6 +147,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Convert(f) => forward("convert", f),
         Cmd::Info(f) => forward("info", f),
         Cmd::Doctor(f) => forward("doctor", f),
+        Cmd::Fuzz(args) => fuzz::run(&setup(false)?, args),
     }
 }
 

@@ -73,6 +73,12 @@ pub struct Args {
     /// Bits per channel of the output PNGs (8, or 16 = value·257 rounded).
     #[arg(long, default_value_t = 8, value_parser = parse_bit_depth)]
     pub bit_depth: u8,
+    /// Largest input image to decode, in pixels: a number or WIDTHxHEIGHT (default 16384x16384).
+    /// Checked from the file's header, so a small file claiming a huge image is refused before
+    /// it takes the machine's memory. The limit on decoded bytes grows with it (8 bytes a pixel,
+    /// enough for 16-bit RGBA).
+    #[arg(long, value_name = "PIXELS", value_parser = parse_max_pixels)]
+    pub max_pixels: Option<u64>,
     /// Input image files or folders.
     #[arg(required = true, value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
@@ -171,6 +177,45 @@ fn parse_bit_depth(s: &str) -> Result<u8, String> {
         "8" => Ok(8),
         "16" => Ok(16),
         _ => Err(format!("bit depth must be 8 or 16, not {s:?}")),
+    }
+}
+
+/// `--max-pixels`: a pixel count or `WIDTHxHEIGHT` (`x` or `×`).
+fn parse_max_pixels(s: &str) -> Result<u64, String> {
+    let number = |t: &str| t.trim().parse::<u64>().ok().filter(|&n| n > 0);
+    let parsed = match s.split_once(['x', 'X', '×']) {
+        Some((w, h)) => number(w).zip(number(h)).and_then(|(w, h)| w.checked_mul(h)),
+        None => number(s),
+    };
+    parsed.ok_or_else(|| {
+        format!("--max-pixels takes a positive pixel count or WIDTHxHEIGHT, not {s:?}")
+    })
+}
+
+/// Decoding limits for `--max-pixels` (the defaults without it).
+fn read_options(max_pixels: Option<u64>) -> ipt_degrade::io::ReadOptions {
+    use ipt_degrade::io::{ImageLimits, ReadOptions};
+    let limits = match max_pixels {
+        None => ImageLimits::default(),
+        Some(max_pixels) => ImageLimits {
+            max_pixels,
+            max_bytes: max_pixels
+                .saturating_mul(8)
+                .max(ImageLimits::DEFAULT_MAX_BYTES),
+        },
+    };
+    ReadOptions {
+        limits,
+        ..Default::default()
+    }
+}
+
+/// A read error, with a hint at `--max-pixels` for images over the limits.
+fn read_error(e: ipt_degrade::DegradeError) -> anyhow::Error {
+    if matches!(e, ipt_degrade::DegradeError::TooLarge { .. }) {
+        anyhow::anyhow!("{e} (raise it with --max-pixels if the image is genuine)")
+    } else {
+        e.into()
     }
 }
 
@@ -386,6 +431,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
     );
 
+    let read_opts = read_options(args.max_pixels);
     let started = Instant::now();
     let mut done = 0usize;
     let mut number = 0usize;
@@ -400,14 +446,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             check_memory(file, (h, w), scale, patch, &opts, args.bit_depth, limit)?;
         }
         let t0 = Instant::now();
-        let image = match ipt_degrade::io::read_image(file) {
-            Ok(img) => img,
-            Err(e) => {
-                eprintln!("skipping {}: {e}", file.display());
-                failed.push((file.clone(), e.to_string()));
-                continue;
-            }
-        };
+        let image =
+            match ipt_degrade::io::read_image_with_options(file, &read_opts).map_err(read_error) {
+                Ok(img) => img,
+                Err(e) => {
+                    eprintln!("skipping {}: {e}", file.display());
+                    failed.push((file.clone(), e.to_string()));
+                    continue;
+                }
+            };
         let (_, ih, iw) = image.dim();
         let bar = image_bar(
             windows_for(ih, iw, patch, &opts),

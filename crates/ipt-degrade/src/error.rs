@@ -31,6 +31,19 @@ pub enum DegradeError {
         /// Why it is not supported.
         reason: String,
     },
+    /// The image is larger than the decoding limits ([`crate::io::ImageLimits`]) allow: refused
+    /// from the size its header claims, before its pixels were decoded.
+    #[error("{path}: image too large to decode: its header claims {width}×{height} pixels (width×height), {limit}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Width the header claims.
+        width: u32,
+        /// Height the header claims.
+        height: u32,
+        /// Which limit it exceeds, with the figures.
+        limit: crate::io::LimitExceeded,
+    },
     /// The image could not be written.
     #[error("{path}: cannot write image: {reason}")]
     Encode {

@@ -4,7 +4,14 @@
 //! 16-bit files are scaled by 255/65535 (not quantized), float files by 255. Alpha is dropped,
 //! grayscale is replicated to RGB (or kept as one channel with [`Channels::Gray`]), and the EXIF
 //! orientation of JPEG/TIFF/WebP files is applied.
+//!
+//! Decoding is bounded by [`ImageLimits`] (by default 16384 × 16384 pixels and 2 GiB of decoded
+//! pixels): the size a file's header claims is checked before any pixel buffer is allocated, so a
+//! small file claiming a huge image (a "decompression bomb") is refused with
+//! [`DegradeError::TooLarge`] instead of exhausting memory. [`read_image_with_options`] and
+//! [`decode_image_bytes`] take other limits.
 
+use std::io::{BufRead, Cursor, Seek};
 use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageReader};
@@ -12,6 +19,138 @@ use ndarray::Array3;
 
 use crate::quantize::quantize_value;
 use crate::{DegradeError, Image};
+
+/// Upper bounds on the images a reader decodes, checked against the file's header before any
+/// pixel buffer is allocated.
+///
+/// Peak memory while reading one image is about the decoded buffer (at most
+/// [`max_bytes`](Self::max_bytes)) plus the returned `f32` image (4 bytes per pixel and channel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Most pixels (width × height) an image may have.
+    /// Default [`ImageLimits::DEFAULT_MAX_PIXELS`] = 16384 × 16384.
+    pub max_pixels: u64,
+    /// Most bytes the decoded pixels may take as the file stores them (width × height × bytes
+    /// per pixel of its colour type: 3 for 8-bit RGB, 8 for 16-bit RGBA, …). The decoders may
+    /// allocate [`ImageLimits::DECODER_WORKSPACE`] more for their working buffers (metadata,
+    /// TIFF strips). Default [`ImageLimits::DEFAULT_MAX_BYTES`] = 2 GiB.
+    pub max_bytes: u64,
+}
+
+impl ImageLimits {
+    /// Default pixel limit: 16384 × 16384 (268 megapixels), above any camera's photograph.
+    pub const DEFAULT_MAX_PIXELS: u64 = 16384 * 16384;
+    /// Default byte limit: 2 GiB, a 16384 × 16384 16-bit RGBA image.
+    pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
+
+    /// What the decoders may allocate beyond the pixels, for metadata and working buffers:
+    /// 512 MiB, the `image` crate's default allocation budget.
+    pub const DECODER_WORKSPACE: u64 = 512 << 20;
+
+    /// No limits at all (for trusted files only).
+    pub const NONE: ImageLimits = ImageLimits {
+        max_pixels: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+
+    /// Checks the size a header claims (`width`×`height`, `bytes` decoded). `path` names the
+    /// file in the error.
+    pub fn check(
+        &self,
+        path: &Path,
+        (width, height): (u32, u32),
+        bytes: u64,
+    ) -> Result<(), DegradeError> {
+        let pixels = u64::from(width) * u64::from(height);
+        let exceeded = if pixels > self.max_pixels {
+            Some(LimitExceeded::Pixels {
+                pixels,
+                max: self.max_pixels,
+            })
+        } else if bytes > self.max_bytes {
+            Some(LimitExceeded::Bytes {
+                bytes,
+                max: self.max_bytes,
+            })
+        } else {
+            None
+        };
+        match exceeded {
+            Some(limit) => Err(DegradeError::TooLarge {
+                path: path.to_path_buf(),
+                width,
+                height,
+                limit,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits {
+            max_pixels: Self::DEFAULT_MAX_PIXELS,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// Which limit of [`ImageLimits`] an image exceeds (in [`DegradeError::TooLarge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitExceeded {
+    /// Too many pixels.
+    Pixels {
+        /// Pixels the header claims (width × height).
+        pixels: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Too many decoded bytes.
+    Bytes {
+        /// Bytes the decoded pixels would take.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
+}
+
+impl std::fmt::Display for LimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            LimitExceeded::Pixels { pixels, max } => write!(
+                f,
+                "{:.1} megapixels, over the limit of {:.1} megapixels ({max} pixels)",
+                pixels as f64 / 1e6,
+                max as f64 / 1e6
+            ),
+            LimitExceeded::Bytes { bytes, max } => write!(
+                f,
+                "{} decoded, over the limit of {}",
+                byte_size(bytes),
+                byte_size(max)
+            ),
+        }
+    }
+}
+
+/// `n` bytes, with MiB for large sizes.
+fn byte_size(n: u64) -> String {
+    if n >= 1 << 20 {
+        format!("{n} bytes ({:.1} MiB)", n as f64 / f64::from(1u32 << 20))
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// How to read an image: channel policy and decoding limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadOptions {
+    /// How many channels to return.
+    pub channels: Channels,
+    /// Largest image to decode.
+    pub limits: ImageLimits,
+}
 
 /// How many channels [`read_image_with`] returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,28 +164,56 @@ pub enum Channels {
     Gray,
 }
 
-/// Reads an image file as RGB (grayscale replicated, alpha dropped, 16-bit scaled to 0–255).
+/// Reads an image file as RGB (grayscale replicated, alpha dropped, 16-bit scaled to 0–255),
+/// within the default [`ImageLimits`].
 pub fn read_image(path: &Path) -> Result<Image, DegradeError> {
-    read_image_with(path, Channels::Rgb)
+    read_image_with_options(path, &ReadOptions::default())
 }
 
-/// Reads an image file with an explicit channel policy (see [`Channels`]).
+/// Reads an image file with an explicit channel policy (see [`Channels`]), within the default
+/// [`ImageLimits`].
 pub fn read_image_with(path: &Path, channels: Channels) -> Result<Image, DegradeError> {
-    let dynimg = decode(path)?;
+    read_image_with_options(
+        path,
+        &ReadOptions {
+            channels,
+            ..Default::default()
+        },
+    )
+}
+
+/// Reads an image file with explicit channels and limits. An image over the limits is refused
+/// from its header with [`DegradeError::TooLarge`], before its pixels are decoded.
+pub fn read_image_with_options(path: &Path, options: &ReadOptions) -> Result<Image, DegradeError> {
+    let io_err = |source| DegradeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    decode(std::io::BufReader::new(file), len, path, options)
+}
+
+/// Decodes an image held in memory (same formats, conversions and limits as
+/// [`read_image_with_options`]). `name` only labels errors.
+pub fn decode_image_bytes(
+    bytes: &[u8],
+    name: &Path,
+    options: &ReadOptions,
+) -> Result<Image, DegradeError> {
+    decode(Cursor::new(bytes), bytes.len() as u64, name, options)
+}
+
+/// Converts a decoded image to an [`Image`] with the channel policy.
+fn to_image(dynimg: DynamicImage, channels: Channels) -> Image {
     let (w, h) = (dynimg.width() as usize, dynimg.height() as usize);
-    if w == 0 || h == 0 {
-        return Err(DegradeError::Unsupported {
-            path: path.to_path_buf(),
-            reason: format!("image has zero size ({w}x{h})"),
-        });
-    }
     let is_color = dynimg.color().has_color();
     let out_c = match channels {
         Channels::Rgb => 3,
         Channels::Native if is_color => 3,
         Channels::Native | Channels::Gray => 1,
     };
-    let img = match dynimg {
+    match dynimg {
         DynamicImage::ImageLuma8(b) => planes(b.as_raw(), 1, (h, w), out_c, f32::from),
         DynamicImage::ImageLumaA8(b) => planes(b.as_raw(), 2, (h, w), out_c, f32::from),
         DynamicImage::ImageRgb8(b) => planes(b.as_raw(), 3, (h, w), out_c, f32::from),
@@ -58,8 +225,7 @@ pub fn read_image_with(path: &Path, channels: Channels) -> Result<Image, Degrade
         DynamicImage::ImageRgb32F(b) => planes(b.as_raw(), 3, (h, w), out_c, f32_to_255),
         DynamicImage::ImageRgba32F(b) => planes(b.as_raw(), 4, (h, w), out_c, f32_to_255),
         other => planes(other.to_rgb32f().as_raw(), 3, (h, w), out_c, f32_to_255),
-    };
-    Ok(img)
+    }
 }
 
 fn u16_to_255(v: u16) -> f32 {
@@ -96,68 +262,114 @@ fn planes<T: Copy>(
     img
 }
 
-fn decode(path: &Path) -> Result<DynamicImage, DegradeError> {
+/// Decodes `reader` (`len` bytes long) within the limits: the header is read first, and the
+/// size it claims is checked before any pixel buffer is allocated.
+fn decode<R: BufRead + Seek>(
+    mut reader: R,
+    len: u64,
+    path: &Path,
+    options: &ReadOptions,
+) -> Result<Image, DegradeError> {
+    let io_err = |source| DegradeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let decode_err = |e: image::ImageError| DegradeError::Decode {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    let meta = std::fs::metadata(path).map_err(|source| DegradeError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if meta.len() == 0 {
+    if len == 0 {
         return Err(DegradeError::Decode {
             path: path.to_path_buf(),
             reason: "file is empty (0 bytes)".into(),
         });
     }
-    let reader = ImageReader::open(path)
-        .map_err(|source| DegradeError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
+    let format = ImageReader::new(&mut reader)
         .with_guessed_format()
-        .map_err(|source| DegradeError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if reader.format().is_none() {
-        return Err(DegradeError::Decode {
-            path: path.to_path_buf(),
-            reason:
-                "unknown or unsupported image format (content is not PNG, JPEG, BMP, TIFF or WebP)"
+        .map_err(io_err)?
+        .format();
+    match format {
+        None => {
+            return Err(DegradeError::Decode {
+                path: path.to_path_buf(),
+                reason: "unknown or unsupported image format (content is not PNG, JPEG, BMP, \
+                         TIFF or WebP)"
                     .into(),
-        });
+            })
+        }
+        Some(image::ImageFormat::Jpeg)
+            if !jpeg_has_end_marker(&mut reader, len).map_err(io_err)? =>
+        {
+            return Err(DegradeError::Decode {
+                path: path.to_path_buf(),
+                reason: "truncated JPEG (no end-of-image marker)".into(),
+            })
+        }
+        Some(_) => {}
     }
-    if reader.format() == Some(image::ImageFormat::Jpeg) && !jpeg_has_end_marker(path)? {
-        return Err(DegradeError::Decode {
+    reader.rewind().map_err(io_err)?;
+    let mut reader = ImageReader::new(reader);
+    if let Some(f) = format {
+        reader.set_format(f);
+    }
+    // The decoders' budget: the pixels (checked below from the header) plus their working
+    // buffers (metadata chunks, TIFF strips, …).
+    let mut decoder_limits = image::Limits::default();
+    decoder_limits.max_alloc = Some(
+        options
+            .limits
+            .max_bytes
+            .saturating_add(ImageLimits::DECODER_WORKSPACE),
+    );
+    reader.limits(decoder_limits);
+    let mut decoder = guarded(path, || reader.into_decoder())?.map_err(decode_err)?;
+    let (w, h) = decoder.dimensions();
+    options.limits.check(path, (w, h), decoder.total_bytes())?;
+    if w == 0 || h == 0 {
+        return Err(DegradeError::Unsupported {
             path: path.to_path_buf(),
-            reason: "truncated JPEG (no end-of-image marker)".into(),
+            reason: format!("image has zero size ({w}×{h})"),
         });
     }
-    let mut decoder = reader.into_decoder().map_err(decode_err)?;
-    let orientation = decoder.orientation().map_err(decode_err)?;
-    let mut img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
-    img.apply_orientation(orientation);
-    Ok(img)
+    let img = guarded(path, || {
+        let orientation = decoder.orientation()?;
+        let mut img = DynamicImage::from_decoder(decoder)?;
+        img.apply_orientation(orientation);
+        Ok(img)
+    })?
+    .map_err(decode_err)?;
+    Ok(to_image(img, options.channels))
 }
 
-/// Whether a JPEG file has its end-of-image marker (`FF D9`) in its last 4 KiB. The decoder fills
-/// a truncated scan with grey instead of failing, so a file cut short is caught here. `FF D9`
-/// cannot occur inside entropy-coded data, so a complete file has it at its end, followed at most
-/// by a little padding.
-fn jpeg_has_end_marker(path: &Path) -> Result<bool, DegradeError> {
-    use std::io::{Read, Seek, SeekFrom};
-    let io_err = |source| DegradeError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = std::fs::File::open(path).map_err(io_err)?;
-    let len = f.metadata().map_err(io_err)?.len();
+/// Runs the third-party decoder code in `f`, turning a panic into a decode error. Decoders are
+/// meant to return errors on malformed files but do not always: zune-jpeg 0.5.15 (the JPEG
+/// decoder of `image` 0.25) panics in its AVX2 IDCT on some corrupt JPEGs (found by the `image`
+/// fuzz target; upstream issue etemesi254/zune-image#409). Only the decoder calls are guarded,
+/// so a panic in our own code is not hidden.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, DegradeError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        DegradeError::Decode {
+            path: path.to_path_buf(),
+            reason: format!("the decoder failed on this corrupt file (internal error: {what})"),
+        }
+    })
+}
+
+/// Whether a JPEG of `len` bytes has its end-of-image marker (`FF D9`) in its last 4 KiB. The
+/// decoder fills a truncated scan with grey instead of failing, so a file cut short is caught
+/// here. `FF D9` cannot occur inside entropy-coded data, so a complete file has it at its end,
+/// followed at most by a little padding.
+fn jpeg_has_end_marker<R: std::io::Read + Seek>(r: &mut R, len: u64) -> std::io::Result<bool> {
+    use std::io::{Read, SeekFrom};
     let tail = len.min(4096);
-    f.seek(SeekFrom::Start(len - tail)).map_err(io_err)?;
+    r.seek(SeekFrom::Start(len - tail))?;
     let mut buf = Vec::with_capacity(tail as usize);
-    f.read_to_end(&mut buf).map_err(io_err)?;
+    r.take(tail).read_to_end(&mut buf)?;
     Ok(buf.windows(2).any(|w| w == [0xFF, 0xD9]))
 }
 

@@ -246,3 +246,38 @@ fn jpeg_exif_orientation_is_applied() {
         img[[0, 28, 8]]
     );
 }
+
+/// Inputs the `image` fuzz target found to crash a decoder (`tests/fixtures/fuzz-*`, see
+/// docs/reliability.md): each must give an error naming the file, or an image, never a panic.
+#[test]
+fn inputs_found_by_fuzzing_are_errors_not_panics() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut found = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("fuzz-") {
+            continue;
+        }
+        found += 1;
+        match read_image(&path) {
+            Ok(img) => assert!(!img.is_empty(), "{name}"),
+            Err(e) => assert!(e.to_string().contains(&name), "{name}: {e}"),
+        }
+    }
+    assert!(found >= 1, "no fuzz-* fixtures in {}", dir.display());
+}
+
+#[test]
+fn the_zune_jpeg_avx2_panic_is_a_decode_error() {
+    // 741 bytes: zune-jpeg 0.5.15 unwraps None in its AVX2 IDCT on this file (where the CPU
+    // has AVX2; the scalar IDCT may decode it or fail with an ordinary error).
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz-zune-avx2-panic.jpg");
+    if let Err(e) = read_image(&path) {
+        assert!(
+            matches!(&e, DegradeError::Decode { path: p, .. } if p == &path),
+            "{e:?}"
+        );
+    }
+}

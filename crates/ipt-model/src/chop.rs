@@ -202,7 +202,7 @@ impl ChopGeometry {
         scale: usize,
         mode: ChopMode,
     ) -> Result<Self, ChopError> {
-        if patch == 0 || patch % mode.patch_multiple() != 0 {
+        if patch == 0 || !patch.is_multiple_of(mode.patch_multiple()) {
             return Err(ChopError::Patch { patch, mode });
         }
         if scale == 0 {
@@ -346,7 +346,7 @@ impl Axis {
         match src {
             Source::First if p == 0 => range.clone(),
             Source::Last if p == self.last() => range.clone(),
-            Source::Centres if p % self.stride == 0 && p / self.stride < self.grid() => {
+            Source::Centres if p.is_multiple_of(self.stride) && p / self.stride < self.grid() => {
                 let lo = (p + self.margin) * s;
                 let hi = (p + self.patch - self.margin) * s;
                 lo.max(range.start)..hi.min(range.end)

@@ -195,6 +195,25 @@ impl IptConfig {
                 self.patch_size, self.patch_dim
             ));
         }
+        // the largest tensor sizes: the feed-forward weight (d × 4d) and the task embedding
+        // (num_queries × d·tokens); libtorch sizes are i64
+        let d = self
+            .n_feats
+            .checked_mul(self.patch_dim)
+            .and_then(|x| x.checked_mul(self.patch_dim));
+        let tokens = self.grid().checked_mul(self.grid());
+        let fits = |x: Option<usize>| x.is_some_and(|x| i64::try_from(x).is_ok());
+        let ffn = d.and_then(|d| d.checked_mul(d)?.checked_mul(4));
+        let queries = d
+            .zip(tokens)
+            .and_then(|(d, t)| d.checked_mul(t)?.checked_mul(self.num_queries.max(1)));
+        if !(fits(ffn) && fits(queries)) {
+            return bad(format!(
+                "n_feats {}, patch_dim {}, patch_size {} and num_queries {} give tensor sizes \
+                 beyond what can be stored",
+                self.n_feats, self.patch_dim, self.patch_size, self.num_queries
+            ));
+        }
         if self.num_heads == 0 || !self.embedding_dim().is_multiple_of(self.num_heads) {
             return bad(format!(
                 "embedding dim n_feats·patch_dim² = {} is not divisible by num_heads {}",

@@ -48,6 +48,24 @@ pub enum CheckpointError {
         /// What is wrong.
         msg: String,
     },
+    /// The pickle inside a `.pt` file was refused (malformed, unsafe or too large).
+    #[error("{path}: {entry}: {source}")]
+    Pickle {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The zip entry holding the pickle (`<name>/data.pkl`).
+        entry: String,
+        /// Why it was refused.
+        source: crate::checkpoint::PickleError,
+    },
+    /// No model config could be read from or inferred for the file.
+    #[error("{path}: {source}")]
+    Config {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Why.
+        source: crate::checkpoint::InferError,
+    },
     /// The tensors of the file do not match the network: listed by name.
     #[error("{path}: checkpoint does not match the model:{}", mismatch_lines(.missing, .unexpected, .wrong_shape))]
     Mismatch {

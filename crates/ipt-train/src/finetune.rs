@@ -56,7 +56,8 @@ pub fn read_pretrained(
         message,
     };
     let sd = read_state_dict(path)?;
-    let config = infer_config(&sd, &InferOptions::default()).map_err(&mismatch)?;
+    let config =
+        infer_config(&sd, &InferOptions::default()).map_err(|e| mismatch(e.to_string()))?;
     let tasks: Vec<Task> = match source_tasks {
         Some(t) => t.to_vec(),
         None if config.tasks.is_some() => config.tasks.clone().unwrap_or_default(),

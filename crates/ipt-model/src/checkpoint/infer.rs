@@ -6,6 +6,98 @@ use std::collections::{BTreeSet, HashMap};
 use super::safetensors_file::CONFIG_KEY;
 use super::StateDict;
 use crate::config::IptConfig;
+use crate::error::ModelError;
+
+/// Why no config could be read or inferred from a state dict.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    /// The metadata holds a config that does not parse.
+    #[error("metadata `{CONFIG_KEY}` is not a valid IPT config: {0}")]
+    Metadata(serde_json::Error),
+    /// The metadata's config describes another network than the file's tensors.
+    #[error("metadata `{CONFIG_KEY}` disagrees with the file's tensors: {}", differences(.0))]
+    MetadataMismatch(Vec<FieldDifference>),
+    /// A key needed to infer the config is absent.
+    #[error("cannot infer the model config: key {0} is missing")]
+    MissingKey(String),
+    /// A tensor has a shape that does not fit the network.
+    #[error("{key} has shape {shape:?}, expected {expected}")]
+    Shape {
+        /// The tensor's key.
+        key: String,
+        /// Its shape.
+        shape: Vec<i64>,
+        /// What was expected, in words.
+        expected: &'static str,
+    },
+    /// Head/tail (or encoder/decoder layer) indices that are not both `0..n`.
+    #[error("{first} {first_indices:?} and {second} {second_indices:?} must both be 0..n")]
+    Indices {
+        /// The first family ("head indices", "encoder layers").
+        first: &'static str,
+        /// Its indices.
+        first_indices: Vec<usize>,
+        /// The second family ("tail indices", "decoder layers").
+        second: &'static str,
+        /// Its indices.
+        second_indices: Vec<usize>,
+    },
+    /// A tail's upsampler matches no supported scale.
+    #[error(
+        "tail.{task}: upsampler convolutions {convs:?} with {channels:?} output channels match \
+         no scale (n_feats {n_feats})"
+    )]
+    NoScale {
+        /// The task (tail) index.
+        task: usize,
+        /// The indices of its upsampler convolutions.
+        convs: Vec<usize>,
+        /// Their output channels.
+        channels: Vec<i64>,
+        /// The feature channels.
+        n_feats: i64,
+    },
+    /// Neither an encoder layer nor the position embedding gives the embedding dimension.
+    #[error("cannot infer the embedding dimension (no encoder layer and no position embedding)")]
+    NoEmbeddingDim,
+    /// The embedding dimension is not `n_feats · patch_dim²`.
+    #[error("embedding dim {dim} is not n_feats {n_feats} × a square (patch_dim²)")]
+    EmbeddingDim {
+        /// The embedding dimension.
+        dim: i64,
+        /// The feature channels.
+        n_feats: i64,
+    },
+    /// The number of tokens is not a square.
+    #[error("token count {0} is not a square")]
+    TokenCount(i64),
+    /// The config read or inferred is invalid.
+    #[error(transparent)]
+    Invalid(#[from] ModelError),
+}
+
+/// One field on which a file's metadata config and its tensors disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldDifference {
+    /// The config field.
+    pub field: &'static str,
+    /// Its value in the metadata.
+    pub metadata: String,
+    /// Its value according to the tensors.
+    pub tensors: String,
+}
+
+fn differences(d: &[FieldDifference]) -> String {
+    d.iter()
+        .map(|f| {
+            format!(
+                "{} is {} in the metadata but {} in the tensors",
+                f.field, f.metadata, f.tensors
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// What cannot be read from tensor shapes alone.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,34 +113,118 @@ pub struct InferOptions {
 
 /// The config stored in the file's metadata, if any (with `opts.num_heads` applied), else one
 /// inferred from its keys and shapes. The result is validated.
-pub fn infer_config(sd: &StateDict, opts: &InferOptions) -> Result<IptConfig, String> {
+///
+/// A metadata config must describe the network the tensors hold (every size visible in the
+/// shapes is compared), so that a file cannot make its reader build a network far larger than
+/// its contents.
+pub fn infer_config(sd: &StateDict, opts: &InferOptions) -> Result<IptConfig, InferError> {
     let mut cfg = match sd.metadata.get(CONFIG_KEY) {
-        Some(json) => serde_json::from_str::<IptConfig>(json)
-            .map_err(|e| format!("metadata `{CONFIG_KEY}` is not a valid IPT config: {e}"))?,
+        Some(json) => {
+            let meta = serde_json::from_str::<IptConfig>(json).map_err(InferError::Metadata)?;
+            meta.validate()?;
+            match from_shapes(sd, opts) {
+                Ok(shapes) => agree(&meta, &shapes)?,
+                // A body without parameters: nothing in it to check (or to make large).
+                Err(InferError::NoEmbeddingDim) if meta.num_layers == 0 => {}
+                Err(e) => return Err(e),
+            }
+            meta
+        }
         None => from_shapes(sd, opts)?,
     };
     if let Some(h) = opts.num_heads {
         cfg.num_heads = h;
     }
-    cfg.validate().map_err(|e| e.to_string())?;
+    cfg.validate()?;
     Ok(cfg)
 }
 
-fn from_shapes(sd: &StateDict, opts: &InferOptions) -> Result<IptConfig, String> {
+/// Checks that `meta` (from the metadata) has the sizes `shapes` (inferred from the tensors)
+/// shows.
+fn agree(meta: &IptConfig, shapes: &IptConfig) -> Result<(), InferError> {
+    let mut diffs = Vec::new();
+    let mut cmp = |field: &'static str, m: String, t: String| {
+        if m != t {
+            diffs.push(FieldDifference {
+                field,
+                metadata: m,
+                tensors: t,
+            });
+        }
+    };
+    cmp(
+        "n_feats",
+        meta.n_feats.to_string(),
+        shapes.n_feats.to_string(),
+    );
+    cmp(
+        "patch_dim",
+        meta.patch_dim.to_string(),
+        shapes.patch_dim.to_string(),
+    );
+    cmp(
+        "num_layers",
+        meta.num_layers.to_string(),
+        shapes.num_layers.to_string(),
+    );
+    cmp(
+        "scales",
+        format!("{:?}", meta.scales),
+        format!("{:?}", shapes.scales),
+    );
+    cmp("no_mlp", meta.no_mlp.to_string(), shapes.no_mlp.to_string());
+    cmp("no_pos", meta.no_pos.to_string(), shapes.no_pos.to_string());
+    if !meta.no_mlp {
+        cmp(
+            "num_queries",
+            meta.num_queries.to_string(),
+            shapes.num_queries.to_string(),
+        );
+    }
+    if !(meta.no_mlp && meta.no_pos) {
+        // the token count is visible in the position or task embedding
+        cmp(
+            "patch_size",
+            meta.patch_size.to_string(),
+            shapes.patch_size.to_string(),
+        );
+    }
+    if meta.num_layers > 0 {
+        cmp(
+            "no_norm",
+            meta.no_norm.to_string(),
+            shapes.no_norm.to_string(),
+        );
+        cmp(
+            "attn_out_bias",
+            meta.attn_out_bias.to_string(),
+            shapes.attn_out_bias.to_string(),
+        );
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(InferError::MetadataMismatch(diffs))
+    }
+}
+
+fn from_shapes(sd: &StateDict, opts: &InferOptions) -> Result<IptConfig, InferError> {
     let shapes: HashMap<&str, Vec<i64>> = sd
         .tensors
         .iter()
         .map(|(k, t)| (k.as_str(), t.size()))
         .collect();
     let shape = |k: &str| shapes.get(k).cloned();
-    let require = |k: &str| {
-        shape(k).ok_or_else(|| format!("cannot infer the model config: key {k} is missing"))
-    };
+    let require = |k: &str| shape(k).ok_or_else(|| InferError::MissingKey(k.to_owned()));
     // A matrix-like key: present, at least 2-D, no zero sizes.
-    let matrix = |k: &str| -> Result<Option<Vec<i64>>, String> {
+    let matrix = |k: &str| -> Result<Option<Vec<i64>>, InferError> {
         match shape(k) {
             Some(s) if s.len() >= 2 && s.iter().all(|&x| x > 0) => Ok(Some(s)),
-            Some(s) => Err(format!("{k} has shape {s:?}, expected a non-empty matrix")),
+            Some(shape) => Err(InferError::Shape {
+                key: k.to_owned(),
+                shape,
+                expected: "a non-empty matrix",
+            }),
             None => Ok(None),
         }
     };
@@ -61,19 +237,23 @@ fn from_shapes(sd: &StateDict, opts: &InferOptions) -> Result<IptConfig, String>
 
     let head0 = require("head.0.0.weight")?;
     if head0.len() != 4 || head0[1] != 3 || head0[0] <= 0 {
-        return Err(format!(
-            "head.0.0.weight has shape {head0:?}, expected [C, 3, 3, 3]"
-        ));
+        return Err(InferError::Shape {
+            key: "head.0.0.weight".into(),
+            shape: head0,
+            expected: "[C, 3, 3, 3]",
+        });
     }
     let nf = head0[0];
 
     let tasks = indices("head.");
     let n_tasks = tasks.len();
     if tasks != (0..n_tasks).collect::<BTreeSet<_>>() || indices("tail.") != tasks {
-        return Err(format!(
-            "head indices {tasks:?} and tail indices {:?} must both be 0..n",
-            indices("tail.")
-        ));
+        return Err(InferError::Indices {
+            first: "head indices",
+            first_indices: tasks.into_iter().collect(),
+            second: "tail indices",
+            second_indices: indices("tail.").into_iter().collect(),
+        });
     }
     let mut scales = Vec::with_capacity(n_tasks);
     for i in 0..n_tasks {
@@ -82,24 +262,25 @@ fn from_shapes(sd: &StateDict, opts: &InferOptions) -> Result<IptConfig, String>
             .iter()
             .map(|j| {
                 let k = format!("tail.{i}.0.{j}.weight");
-                matrix(&k)?
-                    .map(|s| s[0])
-                    .ok_or_else(|| format!("{k} is missing"))
+                matrix(&k)?.map(|s| s[0]).ok_or(InferError::MissingKey(k))
             })
             .collect::<Result<_, _>>()?;
         let scale = match outs.as_slice() {
             [] => 1,
             [o] if *o == 9 * nf => 3,
             os if os.iter().all(|&o| o == 4 * nf)
-                && ups.iter().enumerate().all(|(k, &j)| j == 2 * k) =>
+                && ups.iter().enumerate().all(|(k, &j)| j == 2 * k)
+                && os.len() < 16 =>
             {
                 1usize << os.len()
             }
             _ => {
-                return Err(format!(
-                    "tail.{i}: upsampler convolutions {ups:?} with {outs:?} output channels \
-                     match no scale (n_feats {nf})"
-                ))
+                return Err(InferError::NoScale {
+                    task: i,
+                    convs: ups,
+                    channels: outs,
+                    n_feats: nf,
+                })
             }
         };
         scales.push(scale);
@@ -108,10 +289,12 @@ fn from_shapes(sd: &StateDict, opts: &InferOptions) -> Result<IptConfig, String>
     let layers = indices("body.encoder.layers.");
     let num_layers = layers.iter().next_back().map_or(0, |&l| l + 1);
     if layers.len() != num_layers || indices("body.decoder.layers.") != layers {
-        return Err(format!(
-            "encoder layers {layers:?} and decoder layers {:?} must both be 0..n",
-            indices("body.decoder.layers.")
-        ));
+        return Err(InferError::Indices {
+            first: "encoder layers",
+            first_indices: layers.into_iter().collect(),
+            second: "decoder layers",
+            second_indices: indices("body.decoder.layers.").into_iter().collect(),
+        });
     }
     let d = match (
         matrix("body.encoder.layers.0.linear1.weight")?,
@@ -119,16 +302,14 @@ fn from_shapes(sd: &StateDict, opts: &InferOptions) -> Result<IptConfig, String>
     ) {
         (Some(s), _) => s[1],
         (None, Some(s)) => s[1],
-        (None, None) => return Err("cannot infer the embedding dimension".into()),
+        (None, None) => return Err(InferError::NoEmbeddingDim),
     };
-    if d % nf != 0 {
-        return Err(format!(
-            "embedding dim {d} is not a multiple of n_feats {nf}"
-        ));
-    }
     let pd = isqrt(d / nf);
-    if pd * pd * nf != d {
-        return Err(format!("embedding dim {d} is not n_feats {nf} × a square"));
+    if d % nf != 0 || pd * pd * nf != d {
+        return Err(InferError::EmbeddingDim {
+            dim: d,
+            n_feats: nf,
+        });
     }
     let query = matrix("body.query_embed.weight")?;
     let pe = matrix("body.position_encoding.pe.weight")?;
@@ -141,7 +322,7 @@ fn from_shapes(sd: &StateDict, opts: &InferOptions) -> Result<IptConfig, String>
         Some(n) => {
             let g = isqrt(n);
             if g * g != n {
-                return Err(format!("token count {n} is not a square"));
+                return Err(InferError::TokenCount(n));
             }
             (g * pd) as usize
         }

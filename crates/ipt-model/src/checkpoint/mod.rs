@@ -1,6 +1,7 @@
 //! Checkpoints: official PyTorch `.pt` state dicts and `.safetensors` files.
 //!
-//! - [`read_state_dict`] reads either format (detected from the file's first bytes).
+//! - [`read_state_dict`] reads either format (detected from the file's first bytes);
+//!   [`read_state_dict_bytes`] the same from memory.
 //! - [`infer_config`] recovers the [`IptConfig`] (from safetensors metadata, else from the
 //!   key names and shapes).
 //! - [`copy_into`] copies a state dict into a model's `VarStore`, strictly: missing,
@@ -22,7 +23,8 @@ use crate::config::IptConfig;
 use crate::error::CheckpointError;
 use crate::ipt::Ipt;
 
-pub use infer::{infer_config, InferOptions};
+pub use infer::{infer_config, FieldDifference, InferError, InferOptions};
+pub use pickle::PickleError;
 pub use safetensors_file::CONFIG_KEY;
 
 /// Named tensors read from a checkpoint file, in file order, plus string metadata
@@ -57,9 +59,29 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, CheckpointError> {
             path: path.to_path_buf(),
             source,
         })?;
-    let head = &head[..n];
+    match detect(&head[..n], path)? {
+        Format::PyTorch => pytorch::read_pt(path),
+        Format::Safetensors => safetensors_file::read_safetensors(path),
+    }
+}
+
+/// [`read_state_dict`] on a file held in memory; `name` only labels errors.
+pub fn read_state_dict_bytes(bytes: &[u8], name: &Path) -> Result<StateDict, CheckpointError> {
+    match detect(&bytes[..bytes.len().min(16)], name)? {
+        Format::PyTorch => pytorch::read_pt_bytes(bytes, name),
+        Format::Safetensors => safetensors_file::read_safetensors_bytes(bytes, name),
+    }
+}
+
+enum Format {
+    PyTorch,
+    Safetensors,
+}
+
+/// The format of a checkpoint from its first bytes.
+fn detect(head: &[u8], path: &Path) -> Result<Format, CheckpointError> {
     if head.starts_with(b"PK\x03\x04") {
-        pytorch::read_pt(path)
+        Ok(Format::PyTorch)
     } else if pytorch::is_legacy(head) {
         Err(CheckpointError::Format {
             path: path.to_path_buf(),
@@ -67,8 +89,8 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, CheckpointError> {
                   recent PyTorch: torch.save(torch.load(OLD), NEW)"
                 .into(),
         })
-    } else if n >= 9 && head[8] == b'{' {
-        safetensors_file::read_safetensors(path)
+    } else if head.len() >= 9 && head[8] == b'{' {
+        Ok(Format::Safetensors)
     } else {
         Err(CheckpointError::Format {
             path: path.to_path_buf(),
@@ -137,9 +159,9 @@ pub struct Loaded {
 /// strictly.
 pub fn load(path: &Path, device: Device, opts: &InferOptions) -> Result<Loaded, CheckpointError> {
     let sd = read_state_dict(path)?;
-    let config = infer_config(&sd, opts).map_err(|msg| CheckpointError::Format {
+    let config = infer_config(&sd, opts).map_err(|source| CheckpointError::Config {
         path: path.to_path_buf(),
-        msg,
+        source,
     })?;
     let vs = nn::VarStore::new(device);
     let model = Ipt::new(&vs.root(), &config).map_err(|source| CheckpointError::Model {

@@ -127,6 +127,142 @@ pub enum Value {
     Tensor(TensorRef),
 }
 
+/// Deepest nesting of containers (tuples, lists, dicts) the reader builds. A state dict needs
+/// about five levels (dict → tensor arguments → size tuple); deeper pickles are refused with
+/// [`PickleError::TooDeep`], so that no value is deep enough for its recursive drop, clone or
+/// debug print to overflow the stack.
+pub const MAX_DEPTH: usize = 256;
+
+/// Most memory (bytes, estimated as the values' in-memory size plus their strings and byte
+/// strings) the reader builds, memo copies included: 256 MiB. The `data.pkl` of a state dict
+/// builds a few MB at most; more is refused with [`PickleError::TooLarge`], so that a small
+/// pickle cannot blow up through repeated memo copies.
+pub const MAX_BYTES: usize = 256 << 20;
+
+/// Why a pickle was refused. Positions are byte offsets of the offending opcode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PickleError {
+    /// The data ends inside an opcode or before `STOP`.
+    #[error("pickle truncated in the opcode at byte {pos}")]
+    Truncated {
+        /// Offset of the opcode.
+        pos: usize,
+    },
+    /// A `PROTO` opcode names a protocol above 5.
+    #[error("pickle protocol {0} is not supported")]
+    Protocol(u8),
+    /// An opcode this reader does not implement.
+    #[error("pickle opcode 0x{op:02x} at byte {pos} is not supported")]
+    Opcode {
+        /// The opcode.
+        op: u8,
+        /// Its offset.
+        pos: usize,
+    },
+    /// A global outside the allow-list (the way pickles run code).
+    #[error(
+        "pickle refers to {module}.{name}, which this safe reader does not allow (only state \
+         dicts of tensors are supported)"
+    )]
+    Forbidden {
+        /// The global's module.
+        module: String,
+        /// The global's name.
+        name: String,
+    },
+    /// Containers nested deeper than [`MAX_DEPTH`].
+    #[error(
+        "pickle nests containers more than {MAX_DEPTH} levels deep (at byte {pos}); a state \
+         dict needs a handful"
+    )]
+    TooDeep {
+        /// Offset of the opcode that went too deep.
+        pos: usize,
+    },
+    /// More than [`MAX_BYTES`] of values built.
+    #[error(
+        "pickle builds more than {} MiB of values (at byte {pos}); a state dict needs a few",
+        MAX_BYTES >> 20
+    )]
+    TooLarge {
+        /// Offset of the opcode that went over.
+        pos: usize,
+    },
+    /// Anything else that does not make sense (stack underflow, wrong argument types, …).
+    #[error("malformed pickle at byte {pos}: {msg}")]
+    Malformed {
+        /// Offset of the opcode.
+        pos: usize,
+        /// What is wrong.
+        msg: String,
+    },
+}
+
+/// A [`PickleError`] before the position of its opcode is known.
+#[derive(Debug)]
+enum Fault {
+    Truncated,
+    Protocol(u8),
+    Opcode(u8),
+    Forbidden(String, String),
+    TooDeep,
+    TooLarge,
+    Malformed(String),
+}
+
+impl Fault {
+    fn at(self, pos: usize) -> PickleError {
+        match self {
+            Fault::Truncated => PickleError::Truncated { pos },
+            Fault::Protocol(p) => PickleError::Protocol(p),
+            Fault::Opcode(op) => PickleError::Opcode { op, pos },
+            Fault::Forbidden(module, name) => PickleError::Forbidden { module, name },
+            Fault::TooDeep => PickleError::TooDeep { pos },
+            Fault::TooLarge => PickleError::TooLarge { pos },
+            Fault::Malformed(msg) => PickleError::Malformed { pos, msg },
+        }
+    }
+}
+
+impl From<String> for Fault {
+    fn from(msg: String) -> Self {
+        Fault::Malformed(msg)
+    }
+}
+
+impl From<&str> for Fault {
+    fn from(msg: &str) -> Self {
+        Fault::Malformed(msg.to_owned())
+    }
+}
+
+/// At most 200 characters of a value's debug form, for messages (a value may be large).
+fn brief(v: &Value) -> String {
+    use std::fmt::Write;
+    const LIMIT: usize = 200;
+    struct Bounded(String);
+    impl Write for Bounded {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = LIMIT.saturating_sub(self.0.len());
+            if s.len() <= room {
+                self.0.push_str(s);
+                return Ok(());
+            }
+            let mut cut = room;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.0.push_str(&s[..cut]);
+            Err(std::fmt::Error)
+        }
+    }
+    let mut w = Bounded(String::new());
+    if write!(w, "{v:?}").is_err() {
+        w.0.push('…');
+    }
+    w.0
+}
+
 /// Global names the machine accepts. Anything else is refused.
 fn allowed_global(module: &str, name: &str) -> bool {
     matches!(
@@ -141,9 +277,39 @@ fn allowed_global(module: &str, name: &str) -> bool {
     ) || (module == "torch" && StorageKind::from_global(name).is_some())
 }
 
+fn global(module: String, name: String) -> Result<Value, Fault> {
+    if allowed_global(&module, &name) {
+        Ok(Value::Global(module, name))
+    } else {
+        Err(Fault::Forbidden(module, name))
+    }
+}
+
+/// A value on the stack or in the memo, with its nesting depth (1 for a scalar) and its
+/// estimated memory in bytes (the whole tree).
+#[derive(Clone)]
+struct Node {
+    value: Value,
+    depth: usize,
+    bytes: usize,
+}
+
 enum Item {
     Mark,
-    V(Value),
+    V(Node),
+}
+
+/// Estimated memory of one value, without its children.
+fn own_bytes(v: &Value) -> usize {
+    std::mem::size_of::<Value>()
+        + match v {
+            Value::Str(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::Global(m, n) => m.len() + n.len(),
+            Value::Storage { key, .. } => key.len(),
+            Value::Tensor(t) => t.key.len() + 8 * (t.size.len() + t.stride.len()),
+            _ => 0,
+        }
 }
 
 struct Reader<'a> {
@@ -152,94 +318,154 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Fault> {
         let end = self
             .pos
             .checked_add(n)
             .filter(|&e| e <= self.data.len())
-            .ok_or_else(|| format!("pickle truncated at byte {}", self.pos))?;
+            .ok_or(Fault::Truncated)?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
     }
-    fn u8(&mut self) -> Result<u8, String> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Fault> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, Fault> {
         Ok(self.take(1)?[0])
     }
-    fn u16(&mut self) -> Result<usize, String> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]) as usize)
+    fn u16(&mut self) -> Result<usize, Fault> {
+        Ok(u16::from_le_bytes(self.array()?) as usize)
     }
-    fn u32(&mut self) -> Result<usize, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    fn u32(&mut self) -> Result<usize, Fault> {
+        Ok(u32::from_le_bytes(self.array()?) as usize)
     }
-    fn u64(&mut self) -> Result<usize, String> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        usize::try_from(u64::from_le_bytes(a)).map_err(|e| e.to_string())
+    fn u64(&mut self) -> Result<usize, Fault> {
+        usize::try_from(u64::from_le_bytes(self.array()?))
+            .map_err(|_| Fault::Malformed("length does not fit in memory".into()))
     }
-    fn line(&mut self) -> Result<String, String> {
+    fn line(&mut self) -> Result<String, Fault> {
         let rest = &self.data[self.pos..];
         let n = rest
             .iter()
             .position(|&c| c == b'\n')
-            .ok_or("pickle: unterminated text line")?;
+            .ok_or("unterminated text line")?;
         let s = String::from_utf8_lossy(&rest[..n]).into_owned();
         self.pos += n + 1;
         Ok(s)
     }
-    fn utf8(&mut self, n: usize) -> Result<String, String> {
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|e| format!("pickle: bad UTF-8: {e}"))
+    fn utf8(&mut self, n: usize) -> Result<String, Fault> {
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|e| format!("bad UTF-8: {e}").into())
     }
 }
 
 struct Machine {
     stack: Vec<Item>,
-    memo: HashMap<usize, Value>,
+    memo: HashMap<usize, Node>,
+    /// Bytes built so far (see [`MAX_BYTES`]).
+    built: usize,
 }
 
 impl Machine {
-    fn pop(&mut self) -> Result<Value, String> {
+    fn spend(&mut self, bytes: usize) -> Result<(), Fault> {
+        self.built = self.built.saturating_add(bytes);
+        if self.built > MAX_BYTES {
+            return Err(Fault::TooLarge);
+        }
+        Ok(())
+    }
+    fn pop(&mut self) -> Result<Node, Fault> {
         match self.stack.pop() {
-            Some(Item::V(v)) => Ok(v),
-            Some(Item::Mark) => Err("pickle: unexpected MARK on the stack".into()),
-            None => Err("pickle: stack underflow".into()),
+            Some(Item::V(n)) => Ok(n),
+            Some(Item::Mark) => Err("unexpected MARK on the stack".into()),
+            None => Err("stack underflow".into()),
         }
     }
-    fn top(&mut self) -> Result<&mut Value, String> {
+    fn top(&mut self) -> Result<&mut Node, Fault> {
         match self.stack.last_mut() {
-            Some(Item::V(v)) => Ok(v),
-            _ => Err("pickle: expected a value on top of the stack".into()),
+            Some(Item::V(n)) => Ok(n),
+            _ => Err("expected a value on top of the stack".into()),
         }
     }
-    fn push(&mut self, v: Value) {
-        self.stack.push(Item::V(v));
+    /// Pushes a scalar (or any value without children).
+    fn leaf(&mut self, value: Value) -> Result<(), Fault> {
+        let bytes = own_bytes(&value);
+        self.spend(bytes)?;
+        self.stack.push(Item::V(Node {
+            value,
+            depth: 1,
+            bytes,
+        }));
+        Ok(())
     }
-    fn pop_mark(&mut self) -> Result<Vec<Value>, String> {
+    /// Pushes a container made of `items`.
+    fn container(
+        &mut self,
+        items: Vec<Node>,
+        make: impl FnOnce(Vec<Value>) -> Value,
+    ) -> Result<(), Fault> {
+        let depth = 1 + items.iter().map(|n| n.depth).max().unwrap_or(0);
+        if depth > MAX_DEPTH {
+            return Err(Fault::TooDeep);
+        }
+        let own = std::mem::size_of::<Value>();
+        self.spend(own)?;
+        let bytes = own + items.iter().map(|n| n.bytes).sum::<usize>();
+        let value = make(items.into_iter().map(|n| n.value).collect());
+        self.stack.push(Item::V(Node {
+            value,
+            depth,
+            bytes,
+        }));
+        Ok(())
+    }
+    /// Adds `items` to the container on top of the stack.
+    fn extend_top(
+        &mut self,
+        items: Vec<Node>,
+        add: impl FnOnce(&mut Value, Vec<Value>) -> Result<(), Fault>,
+    ) -> Result<(), Fault> {
+        let top = self.top()?;
+        let depth = top
+            .depth
+            .max(1 + items.iter().map(|n| n.depth).max().unwrap_or(0));
+        if depth > MAX_DEPTH {
+            return Err(Fault::TooDeep);
+        }
+        top.depth = depth;
+        top.bytes += items.iter().map(|n| n.bytes).sum::<usize>();
+        add(&mut top.value, items.into_iter().map(|n| n.value).collect())
+    }
+    fn pop_mark(&mut self) -> Result<Vec<Node>, Fault> {
         let mut items = Vec::new();
         loop {
             match self.stack.pop() {
                 Some(Item::Mark) => break,
-                Some(Item::V(v)) => items.push(v),
-                None => return Err("pickle: MARK not found".into()),
+                Some(Item::V(n)) => items.push(n),
+                None => return Err("MARK not found".into()),
             }
         }
         items.reverse();
         Ok(items)
     }
-    fn memo_put(&mut self, idx: usize) -> Result<(), String> {
-        let v = self.top()?.clone();
-        self.memo.insert(idx, v);
+    fn memo_put(&mut self, idx: usize) -> Result<(), Fault> {
+        let bytes = self.top()?.bytes;
+        self.spend(bytes)?;
+        let node = self.top()?.clone();
+        self.memo.insert(idx, node);
         Ok(())
     }
-    fn memo_get(&mut self, idx: usize) -> Result<(), String> {
-        let v = self
+    fn memo_get(&mut self, idx: usize) -> Result<(), Fault> {
+        let bytes = self
             .memo
             .get(&idx)
-            .cloned()
-            .ok_or_else(|| format!("pickle: memo entry {idx} missing"))?;
-        self.push(v);
+            .ok_or_else(|| format!("memo entry {idx} missing"))?
+            .bytes;
+        self.spend(bytes)?;
+        let node = self.memo[&idx].clone();
+        self.stack.push(Item::V(node));
         Ok(())
     }
 }
@@ -247,14 +473,20 @@ impl Machine {
 fn as_usize(v: &Value, what: &str) -> Result<usize, String> {
     match v {
         Value::Int(i) if *i >= 0 => Ok(*i as usize),
-        _ => Err(format!("{what}: expected a non-negative int, got {v:?}")),
+        _ => Err(format!(
+            "{what}: expected a non-negative int, got {}",
+            brief(v)
+        )),
     }
 }
 
 fn as_usizes(v: &Value, what: &str) -> Result<Vec<usize>, String> {
     match v {
         Value::Tuple(xs) | Value::List(xs) => xs.iter().map(|x| as_usize(x, what)).collect(),
-        _ => Err(format!("{what}: expected a tuple of ints, got {v:?}")),
+        _ => Err(format!(
+            "{what}: expected a tuple of ints, got {}",
+            brief(v)
+        )),
     }
 }
 
@@ -276,7 +508,12 @@ fn apply(module: &str, name: &str, args: Vec<Value>) -> Result<Value, String> {
             }
             let (kind, key) = match &args[0] {
                 Value::Storage { kind, key } => (*kind, key.clone()),
-                v => return Err(format!("_rebuild_tensor_v2: expected a storage, got {v:?}")),
+                v => {
+                    return Err(format!(
+                        "_rebuild_tensor_v2: expected a storage, got {}",
+                        brief(v)
+                    ))
+                }
             };
             let offset = as_usize(&args[1], "tensor storage offset")?;
             let size = as_usizes(&args[2], "tensor size")?;
@@ -297,241 +534,245 @@ fn apply(module: &str, name: &str, args: Vec<Value>) -> Result<Value, String> {
         ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
             match args.into_iter().next() {
                 Some(t @ Value::Tensor(_)) => Ok(t),
-                v => Err(format!("{name}: expected a tensor, got {v:?}")),
+                Some(v) => Err(format!("{name}: expected a tensor, got {}", brief(&v))),
+                None => Err(format!("{name}: expected a tensor, got no argument")),
             }
         }
-        _ => Err(format!("pickle: calling {module}.{name} is not allowed")),
+        _ => Err(format!("calling {module}.{name} is not allowed")),
     }
 }
 
-/// Runs the pickle `data` and returns the final value. `persistent_load` resolves the
-/// persistent ids of `torch.save` (`('storage', type, key, location, numel)`).
-pub fn unpickle(data: &[u8]) -> Result<Value, String> {
+/// Runs the pickle `data` and returns the final value. The persistent ids of `torch.save`
+/// (`('storage', type, key, location, numel)`) become [`Value::Storage`]s.
+///
+/// Refused, with the reason and the byte offset: truncated data, opcodes outside the subset
+/// `torch.save` uses, globals outside the allow-list, containers nested deeper than
+/// [`MAX_DEPTH`], and more than [`MAX_BYTES`] of values.
+pub fn unpickle(data: &[u8]) -> Result<Value, PickleError> {
     let mut r = Reader { data, pos: 0 };
     let mut m = Machine {
         stack: Vec::new(),
         memo: HashMap::new(),
+        built: 0,
     };
     loop {
-        let op = r.u8()?;
-        match op {
-            0x80 => {
-                let proto = r.u8()?;
-                if proto > 5 {
-                    return Err(format!("pickle protocol {proto} is not supported"));
-                }
-            }
-            0x95 => {
-                r.take(8)?; // FRAME: length only.
-            }
-            b'.' => return m.pop(), // STOP
-            b'(' => m.stack.push(Item::Mark),
-            b'}' => m.push(Value::Dict(Vec::new())),
-            b']' => m.push(Value::List(Vec::new())),
-            b')' => m.push(Value::Tuple(Vec::new())),
-            b'N' => m.push(Value::None),
-            0x88 => m.push(Value::Bool(true)),
-            0x89 => m.push(Value::Bool(false)),
-            b'K' => {
-                let v = r.u8()?;
-                m.push(Value::Int(v as i64))
-            }
-            b'M' => {
-                let v = r.u16()?;
-                m.push(Value::Int(v as i64))
-            }
-            b'J' => {
-                let b = r.take(4)?;
-                m.push(Value::Int(
-                    i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64
-                ))
-            }
-            0x8a => {
-                // LONG1: little-endian two's complement of n bytes.
-                let n = r.u8()? as usize;
-                let b = r.take(n)?;
-                if n > 8 {
-                    return Err(format!("pickle: LONG1 of {n} bytes does not fit in i64"));
-                }
-                let mut v: i64 = 0;
-                for (i, &byte) in b.iter().enumerate() {
-                    v |= (byte as i64) << (8 * i);
-                }
-                if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
-                    v -= 1i64 << (8 * n);
-                }
-                m.push(Value::Int(v))
-            }
-            b'G' => {
-                let b = r.take(8)?;
-                let mut a = [0u8; 8];
-                a.copy_from_slice(b);
-                m.push(Value::Float(f64::from_be_bytes(a)))
-            }
-            b'X' => {
-                let n = r.u32()?;
-                let s = r.utf8(n)?;
-                m.push(Value::Str(s))
-            }
-            0x8c => {
-                let n = r.u8()? as usize;
-                let s = r.utf8(n)?;
-                m.push(Value::Str(s))
-            }
-            0x8d => {
-                let n = r.u64()?;
-                let s = r.utf8(n)?;
-                m.push(Value::Str(s))
-            }
-            b'C' => {
-                let n = r.u8()? as usize;
-                m.push(Value::Bytes(r.take(n)?.to_vec()))
-            }
-            b'B' => {
-                let n = r.u32()?;
-                m.push(Value::Bytes(r.take(n)?.to_vec()))
-            }
-            b'q' => {
-                let i = r.u8()? as usize;
-                m.memo_put(i)?
-            }
-            b'r' => {
-                let i = r.u32()?;
-                m.memo_put(i)?
-            }
-            0x94 => {
-                let i = m.memo.len();
-                m.memo_put(i)?
-            }
-            b'h' => {
-                let i = r.u8()? as usize;
-                m.memo_get(i)?
-            }
-            b'j' => {
-                let i = r.u32()?;
-                m.memo_get(i)?
-            }
-            b't' => {
-                let items = m.pop_mark()?;
-                m.push(Value::Tuple(items))
-            }
-            0x85 => {
-                let a = m.pop()?;
-                m.push(Value::Tuple(vec![a]))
-            }
-            0x86 => {
-                let b = m.pop()?;
-                let a = m.pop()?;
-                m.push(Value::Tuple(vec![a, b]))
-            }
-            0x87 => {
-                let c = m.pop()?;
-                let b = m.pop()?;
-                let a = m.pop()?;
-                m.push(Value::Tuple(vec![a, b, c]))
-            }
-            b'a' => {
-                let v = m.pop()?;
-                match m.top()? {
-                    Value::List(l) => l.push(v),
-                    t => return Err(format!("pickle: APPEND to a non-list {t:?}")),
-                }
-            }
-            b'e' => {
-                let items = m.pop_mark()?;
-                match m.top()? {
-                    Value::List(l) => l.extend(items),
-                    t => return Err(format!("pickle: APPENDS to a non-list {t:?}")),
-                }
-            }
-            b's' => {
-                let v = m.pop()?;
-                let k = m.pop()?;
-                match m.top()? {
-                    Value::Dict(d) => d.push((k, v)),
-                    t => return Err(format!("pickle: SETITEM on a non-dict {t:?}")),
-                }
-            }
-            b'u' => {
-                let items = m.pop_mark()?;
-                if items.len() % 2 != 0 {
-                    return Err("pickle: SETITEMS with an odd number of items".into());
-                }
-                let mut it = items.into_iter();
-                let mut pairs = Vec::new();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    pairs.push((k, v));
-                }
-                match m.top()? {
-                    Value::Dict(d) => d.extend(pairs),
-                    t => return Err(format!("pickle: SETITEMS on a non-dict {t:?}")),
-                }
-            }
-            b'c' => {
-                let module = r.line()?;
-                let name = r.line()?;
-                if !allowed_global(&module, &name) {
-                    return Err(format!(
-                        "pickle refers to {module}.{name}, which this safe reader does not allow \
-                         (only state dicts of tensors are supported)"
-                    ));
-                }
-                m.push(Value::Global(module, name))
-            }
-            0x93 => {
-                let name = m.pop()?;
-                let module = m.pop()?;
-                match (module, name) {
-                    (Value::Str(module), Value::Str(name)) => {
-                        if !allowed_global(&module, &name) {
-                            return Err(format!(
-                                "pickle refers to {module}.{name}, which this safe reader does \
-                                 not allow (only state dicts of tensors are supported)"
-                            ));
-                        }
-                        m.push(Value::Global(module, name))
-                    }
-                    _ => return Err("pickle: STACK_GLOBAL needs two strings".into()),
-                }
-            }
-            b'R' | 0x81 => {
-                // REDUCE(callable, args) / NEWOBJ(cls, args)
-                let args = m.pop()?;
-                let f = m.pop()?;
-                let args = match args {
-                    Value::Tuple(a) => a,
-                    v => return Err(format!("pickle: REDUCE arguments are not a tuple: {v:?}")),
-                };
-                match f {
-                    Value::Global(module, name) => m.push(apply(&module, &name, args)?),
-                    v => return Err(format!("pickle: REDUCE on a non-callable {v:?}")),
-                }
-            }
-            b'b' => {
-                // BUILD: state for the object below. A state dict's OrderedDict carries a
-                // `_metadata` attribute (module versions) this reader has no use for.
-                let _state = m.pop()?;
-                m.top()?;
-            }
-            b'Q' => {
-                let pid = m.pop()?;
-                m.push(persistent_load(pid)?)
-            }
-            _ => {
-                return Err(format!(
-                    "pickle opcode 0x{op:02x} at byte {} is not supported",
-                    r.pos - 1
-                ))
-            }
+        let pos = r.pos;
+        match step(&mut r, &mut m) {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(fault) => return Err(fault.at(pos)),
         }
     }
+}
+
+/// Runs one opcode; the final value after `STOP`.
+fn step(r: &mut Reader<'_>, m: &mut Machine) -> Result<Option<Value>, Fault> {
+    let op = r.u8()?;
+    match op {
+        0x80 => {
+            let proto = r.u8()?;
+            if proto > 5 {
+                return Err(Fault::Protocol(proto));
+            }
+        }
+        0x95 => {
+            r.take(8)?; // FRAME: length only.
+        }
+        b'.' => return Ok(Some(m.pop()?.value)), // STOP
+        b'(' => m.stack.push(Item::Mark),
+        b'}' => m.leaf(Value::Dict(Vec::new()))?,
+        b']' => m.leaf(Value::List(Vec::new()))?,
+        b')' => m.leaf(Value::Tuple(Vec::new()))?,
+        b'N' => m.leaf(Value::None)?,
+        0x88 => m.leaf(Value::Bool(true))?,
+        0x89 => m.leaf(Value::Bool(false))?,
+        b'K' => {
+            let v = r.u8()?;
+            m.leaf(Value::Int(v as i64))?
+        }
+        b'M' => {
+            let v = r.u16()?;
+            m.leaf(Value::Int(v as i64))?
+        }
+        b'J' => {
+            let v = i32::from_le_bytes(r.array()?);
+            m.leaf(Value::Int(v as i64))?
+        }
+        0x8a => {
+            // LONG1: little-endian two's complement of n bytes.
+            let n = r.u8()? as usize;
+            let b = r.take(n)?;
+            if n > 8 {
+                return Err(format!("LONG1 of {n} bytes does not fit in i64").into());
+            }
+            let mut v: i64 = 0;
+            for (i, &byte) in b.iter().enumerate() {
+                v |= (byte as i64) << (8 * i);
+            }
+            if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
+                v -= 1i64 << (8 * n);
+            }
+            m.leaf(Value::Int(v))?
+        }
+        b'G' => {
+            let v = f64::from_be_bytes(r.array()?);
+            m.leaf(Value::Float(v))?
+        }
+        b'X' => {
+            let n = r.u32()?;
+            let s = r.utf8(n)?;
+            m.leaf(Value::Str(s))?
+        }
+        0x8c => {
+            let n = r.u8()? as usize;
+            let s = r.utf8(n)?;
+            m.leaf(Value::Str(s))?
+        }
+        0x8d => {
+            let n = r.u64()?;
+            let s = r.utf8(n)?;
+            m.leaf(Value::Str(s))?
+        }
+        b'C' => {
+            let n = r.u8()? as usize;
+            let b = r.take(n)?.to_vec();
+            m.leaf(Value::Bytes(b))?
+        }
+        b'B' => {
+            let n = r.u32()?;
+            let b = r.take(n)?.to_vec();
+            m.leaf(Value::Bytes(b))?
+        }
+        b'q' => {
+            let i = r.u8()? as usize;
+            m.memo_put(i)?
+        }
+        b'r' => {
+            let i = r.u32()?;
+            m.memo_put(i)?
+        }
+        0x94 => {
+            let i = m.memo.len();
+            m.memo_put(i)?
+        }
+        b'h' => {
+            let i = r.u8()? as usize;
+            m.memo_get(i)?
+        }
+        b'j' => {
+            let i = r.u32()?;
+            m.memo_get(i)?
+        }
+        b't' => {
+            let items = m.pop_mark()?;
+            m.container(items, Value::Tuple)?
+        }
+        0x85 => {
+            let a = m.pop()?;
+            m.container(vec![a], Value::Tuple)?
+        }
+        0x86 => {
+            let b = m.pop()?;
+            let a = m.pop()?;
+            m.container(vec![a, b], Value::Tuple)?
+        }
+        0x87 => {
+            let c = m.pop()?;
+            let b = m.pop()?;
+            let a = m.pop()?;
+            m.container(vec![a, b, c], Value::Tuple)?
+        }
+        b'a' | b'e' => {
+            // APPEND / APPENDS
+            let items = if op == b'a' {
+                vec![m.pop()?]
+            } else {
+                m.pop_mark()?
+            };
+            m.extend_top(items, |top, values| match top {
+                Value::List(l) => {
+                    l.extend(values);
+                    Ok(())
+                }
+                t => Err(format!("APPEND to a non-list {}", brief(t)).into()),
+            })?
+        }
+        b's' | b'u' => {
+            // SETITEM / SETITEMS
+            let items = if op == b's' {
+                let v = m.pop()?;
+                let k = m.pop()?;
+                vec![k, v]
+            } else {
+                m.pop_mark()?
+            };
+            if !items.len().is_multiple_of(2) {
+                return Err("SETITEMS with an odd number of items".into());
+            }
+            m.extend_top(items, |top, values| match top {
+                Value::Dict(d) => {
+                    let mut it = values.into_iter();
+                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                        d.push((k, v));
+                    }
+                    Ok(())
+                }
+                t => Err(format!("SETITEM on a non-dict {}", brief(t)).into()),
+            })?
+        }
+        b'c' => {
+            let module = r.line()?;
+            let name = r.line()?;
+            m.leaf(global(module, name)?)?
+        }
+        0x93 => {
+            let name = m.pop()?;
+            let module = m.pop()?;
+            match (module.value, name.value) {
+                (Value::Str(module), Value::Str(name)) => m.leaf(global(module, name)?)?,
+                _ => return Err("STACK_GLOBAL needs two strings".into()),
+            }
+        }
+        b'R' | 0x81 => {
+            // REDUCE(callable, args) / NEWOBJ(cls, args)
+            let args = m.pop()?;
+            let f = m.pop()?;
+            let (depth, bytes) = (args.depth, args.bytes + own_bytes(&f.value));
+            let args = match args.value {
+                Value::Tuple(a) => a,
+                v => return Err(format!("REDUCE arguments are not a tuple: {}", brief(&v)).into()),
+            };
+            let value = match f.value {
+                Value::Global(module, name) => apply(&module, &name, args)?,
+                v => return Err(format!("REDUCE on a non-callable {}", brief(&v)).into()),
+            };
+            // The result is built from the arguments: no deeper, no larger.
+            m.stack.push(Item::V(Node {
+                value,
+                depth,
+                bytes,
+            }))
+        }
+        b'b' => {
+            // BUILD: state for the object below. A state dict's OrderedDict carries a
+            // `_metadata` attribute (module versions) this reader has no use for.
+            let _state = m.pop()?;
+            m.top()?;
+        }
+        b'Q' => {
+            let pid = m.pop()?;
+            m.leaf(persistent_load(pid.value)?)?
+        }
+        _ => return Err(Fault::Opcode(op)),
+    }
+    Ok(None)
 }
 
 /// Resolves `('storage', <torch.XStorage>, key, location, numel)`.
 fn persistent_load(pid: Value) -> Result<Value, String> {
     let items = match pid {
         Value::Tuple(t) => t,
-        v => return Err(format!("pickle: persistent id is not a tuple: {v:?}")),
+        v => return Err(format!("persistent id is not a tuple: {}", brief(&v))),
     };
     match items.as_slice() {
         [Value::Str(tag), Value::Global(module, name), key, ..] if tag == "storage" => {
@@ -542,11 +783,14 @@ fn persistent_load(pid: Value) -> Result<Value, String> {
             let key = match key {
                 Value::Str(s) => s.clone(),
                 Value::Int(i) => i.to_string(),
-                v => return Err(format!("pickle: storage key is not a string: {v:?}")),
+                v => return Err(format!("storage key is not a string: {}", brief(v))),
             };
             Ok(Value::Storage { kind, key })
         }
-        _ => Err(format!("pickle: unsupported persistent id {items:?}")),
+        _ => Err(format!(
+            "unsupported persistent id {}",
+            brief(&Value::Tuple(items))
+        )),
     }
 }
 
@@ -583,12 +827,123 @@ mod tests {
     fn disallowed_global_is_refused_by_name() {
         let data: &[u8] = b"\x80\x02cos\nsystem\nq\x00X\x02\x00\x00\x00lsq\x01\x85q\x02Rq\x03.";
         let e = unpickle(data).unwrap_err();
-        assert!(e.contains("os.system"), "{e}");
+        assert_eq!(
+            e,
+            PickleError::Forbidden {
+                module: "os".into(),
+                name: "system".into()
+            }
+        );
+        assert!(e.to_string().contains("os.system"), "{e}");
     }
 
     #[test]
     fn truncated_input_is_an_error() {
-        assert!(unpickle(b"\x80\x02}q\x00(X\x05\x00\x00\x00ab").is_err());
-        assert!(unpickle(b"").is_err());
+        assert_eq!(
+            unpickle(b"\x80\x02}q\x00(X\x05\x00\x00\x00ab").unwrap_err(),
+            PickleError::Truncated { pos: 6 }
+        );
+        assert_eq!(
+            unpickle(b"").unwrap_err(),
+            PickleError::Truncated { pos: 0 }
+        );
+    }
+
+    /// `depth` lists nested in one another: `depth` × EMPTY_LIST, then `depth - 1` × APPEND.
+    fn nested_lists(depth: usize) -> Vec<u8> {
+        let mut p = b"\x80\x02".to_vec();
+        p.extend(std::iter::repeat_n(b']', depth));
+        p.extend(std::iter::repeat_n(b'a', depth - 1));
+        p.push(b'.');
+        p
+    }
+
+    /// `depth` tuples nested in one another: EMPTY_TUPLE, then `depth - 1` × TUPLE1.
+    fn nested_tuples(depth: usize) -> Vec<u8> {
+        let mut p = b"\x80\x02)".to_vec();
+        p.extend(std::iter::repeat_n(0x85u8, depth - 1));
+        p.push(b'.');
+        p
+    }
+
+    #[test]
+    fn a_million_nested_lists_or_tuples_are_refused_without_overflowing_the_stack() {
+        // 2 MB of pickle, as in the probe that crashed `ipt info` with a stack overflow (the
+        // nested value was dropped recursively); run on the test's normal thread.
+        let lists = nested_lists(1_000_000);
+        assert!(lists.len() > 1_990_000);
+        match unpickle(&lists) {
+            Err(PickleError::TooDeep { pos }) => assert_eq!(pos, 2 + 1_000_000 + MAX_DEPTH - 1),
+            other => panic!("expected TooDeep, got {other:?}"),
+        }
+        match unpickle(&nested_tuples(1_000_000)) {
+            Err(e @ PickleError::TooDeep { .. }) => {
+                assert!(e.to_string().contains("levels deep"), "{e}")
+            }
+            other => panic!("expected TooDeep, got {other:?}"),
+        }
+        // Dicts nest through SETITEM: {0: {0: {...}}}.
+        let mut dicts = b"\x80\x02".to_vec();
+        for _ in 0..100_000 {
+            dicts.extend_from_slice(b"}K\x00");
+        }
+        dicts.extend_from_slice(b"}");
+        dicts.extend(std::iter::repeat_n(b's', 100_000));
+        dicts.push(b'.');
+        assert!(matches!(unpickle(&dicts), Err(PickleError::TooDeep { .. })));
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_is_read() {
+        let mut v = unpickle(&nested_lists(MAX_DEPTH)).unwrap();
+        let mut depth = 1;
+        while let Value::List(mut items) = v {
+            match items.pop() {
+                Some(inner) => {
+                    depth += 1;
+                    v = inner;
+                }
+                None => break,
+            }
+        }
+        assert_eq!(depth, MAX_DEPTH);
+        assert!(unpickle(&nested_tuples(MAX_DEPTH)).is_ok());
+        assert!(matches!(
+            unpickle(&nested_lists(MAX_DEPTH + 1)),
+            Err(PickleError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            unpickle(&nested_tuples(MAX_DEPTH + 1)),
+            Err(PickleError::TooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn memo_copies_that_double_each_time_are_refused() {
+        // ["x" * 1000], then 40 × (t = (t, t)) through the memo: 2^40 copies if unchecked.
+        let mut p = b"\x80\x02]X\xe8\x03\x00\x00".to_vec();
+        p.extend(std::iter::repeat_n(b'x', 1000));
+        p.extend_from_slice(b"aq\x00");
+        for _ in 0..40 {
+            p.extend_from_slice(b"h\x00h\x00\x86q\x00");
+        }
+        p.push(b'.');
+        match unpickle(&p) {
+            Err(e @ PickleError::TooLarge { .. }) => {
+                assert!(e.to_string().contains("MiB of values"), "{e}")
+            }
+            other => panic!("expected TooLarge, got {:?}", other.map(|v| brief(&v))),
+        }
+    }
+
+    #[test]
+    fn messages_quote_values_briefly() {
+        // APPEND to a tuple of 100000 ints: the message shows the start of the tuple only.
+        let mut p = b"\x80\x02(".to_vec();
+        p.extend(std::iter::repeat_n(*b"K\x07", 100_000).flatten());
+        p.extend_from_slice(b"tNa.");
+        let e = unpickle(&p).unwrap_err().to_string();
+        assert!(e.contains("APPEND to a non-list Tuple([Int(7)"), "{e}");
+        assert!(e.len() < 400, "{} characters", e.len());
     }
 }

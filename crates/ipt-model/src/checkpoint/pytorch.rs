@@ -3,7 +3,7 @@
 //! little-endian file `<name>/data/<key>` per storage.
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::Path;
 
 use tch::Tensor;
@@ -21,18 +21,54 @@ pub fn is_legacy(head: &[u8]) -> bool {
     head.starts_with(LEGACY_MAGIC)
 }
 
+/// How much memory reading a `.pt` file may take, as a multiple of the file's size (plus
+/// [`MEMORY_SLACK`]): the zip entries read and the tensors built together. `torch.save` stores
+/// its entries uncompressed and its tensors as disjoint views, so a real checkpoint needs about
+/// once its size (twice with tied weights); a compressed entry that inflates further, or views
+/// whose overlapping strides repeat a storage, are refused before they exhaust memory.
+pub const MEMORY_FACTOR: u64 = 16;
+
+/// Memory a `.pt` file may take beyond [`MEMORY_FACTOR`] times its size: 16 MiB.
+pub const MEMORY_SLACK: u64 = 16 << 20;
+
 /// Reads a `torch.save` zip file holding a state dict (optionally wrapped in a dict under
 /// `state_dict` or `model`; a `module.` prefix on every key is removed).
 pub fn read_pt(path: &Path) -> Result<StateDict, CheckpointError> {
+    let io_err = |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    read_pt_from(std::io::BufReader::new(file), len, path)
+}
+
+/// [`read_pt`] on a file held in memory; `name` only labels errors.
+pub fn read_pt_bytes(bytes: &[u8], name: &Path) -> Result<StateDict, CheckpointError> {
+    read_pt_from(std::io::Cursor::new(bytes), bytes.len() as u64, name)
+}
+
+fn read_pt_from<R: Read + Seek>(
+    reader: R,
+    len: u64,
+    path: &Path,
+) -> Result<StateDict, CheckpointError> {
     let fmt = |msg: String| CheckpointError::Format {
         path: path.to_path_buf(),
         msg,
     };
-    let file = std::fs::File::open(path).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+    let budget = len
+        .saturating_mul(MEMORY_FACTOR)
+        .saturating_add(MEMORY_SLACK);
+    let over_budget = |what: String| {
+        fmt(format!(
+            "{what} would take the reader past {budget} bytes of memory ({MEMORY_FACTOR}× the \
+             file's size + {} MiB); a torch.save checkpoint needs about its own size",
+            MEMORY_SLACK >> 20
+        ))
+    };
+    let mut spent: u64 = 0;
+    let mut zip = zip::ZipArchive::new(reader)
         .map_err(|e| fmt(format!("not a PyTorch zip checkpoint ({e})")))?;
     let pkl_name = zip
         .file_names()
@@ -42,19 +78,26 @@ pub fn read_pt(path: &Path) -> Result<StateDict, CheckpointError> {
             fmt("zip file has no `<name>/data.pkl`: not a torch.save checkpoint".into())
         })?;
     let prefix = pkl_name.trim_end_matches("data.pkl").to_owned();
-    let mut read_entry = |name: &str| -> Result<Option<Vec<u8>>, CheckpointError> {
-        let mut f = match zip.by_name(name) {
-            Ok(f) => f,
-            Err(zip::result::ZipError::FileNotFound) => return Ok(None),
-            Err(e) => return Err(fmt(format!("zip entry {name}: {e}"))),
+    let mut read_entry =
+        |name: &str, spent: &mut u64| -> Result<Option<Vec<u8>>, CheckpointError> {
+            let f = match zip.by_name(name) {
+                Ok(f) => f,
+                Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+                Err(e) => return Err(fmt(format!("zip entry {name}: {e}"))),
+            };
+            let room = budget.saturating_sub(*spent);
+            // The size is read from the file: trust it for no more than the budget.
+            let mut buf = Vec::with_capacity(f.size().min(room) as usize);
+            f.take(room.saturating_add(1))
+                .read_to_end(&mut buf)
+                .map_err(|e| fmt(format!("zip entry {name}: {e}")))?;
+            if buf.len() as u64 > room {
+                return Err(over_budget(format!("zip entry {name}")));
+            }
+            *spent += buf.len() as u64;
+            Ok(Some(buf))
         };
-        // The size is read from the file: do not trust it for a large allocation.
-        let mut buf = Vec::with_capacity((f.size() as usize).min(1 << 28));
-        f.read_to_end(&mut buf)
-            .map_err(|e| fmt(format!("zip entry {name}: {e}")))?;
-        Ok(Some(buf))
-    };
-    if let Some(order) = read_entry(&format!("{prefix}byteorder"))? {
+    if let Some(order) = read_entry(&format!("{prefix}byteorder"), &mut spent)? {
         if order != b"little" {
             return Err(fmt(format!(
                 "storages are {}-endian; only little-endian files are supported",
@@ -62,8 +105,14 @@ pub fn read_pt(path: &Path) -> Result<StateDict, CheckpointError> {
             )));
         }
     }
-    let pkl = read_entry(&pkl_name)?.ok_or_else(|| fmt(format!("{pkl_name} vanished")))?;
-    let root = unpickle(&pkl).map_err(|e| fmt(format!("{pkl_name}: {e}")))?;
+    let pkl =
+        read_entry(&pkl_name, &mut spent)?.ok_or_else(|| fmt(format!("{pkl_name} vanished")))?;
+    let root = unpickle(&pkl).map_err(|source| CheckpointError::Pickle {
+        path: path.to_path_buf(),
+        entry: pkl_name.clone(),
+        source,
+    })?;
+    drop(pkl);
     let entries = state_dict_entries(root).map_err(fmt)?;
 
     let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
@@ -71,12 +120,18 @@ pub fn read_pt(path: &Path) -> Result<StateDict, CheckpointError> {
     for (name, tref) in entries {
         if !storages.contains_key(&tref.key) {
             let entry = format!("{prefix}data/{}", tref.key);
-            let bytes = read_entry(&entry)?
+            let bytes = read_entry(&entry, &mut spent)?
                 .ok_or_else(|| fmt(format!("tensor {name}: storage {entry} is missing")))?;
             storages.insert(tref.key.clone(), bytes);
         }
-        let t = build_tensor(&tref, &storages[&tref.key])
-            .map_err(|e| fmt(format!("tensor {name}: {e}")))?;
+        let storage = &storages[&tref.key];
+        let bytes =
+            view_bytes(&tref, storage.len()).map_err(|e| fmt(format!("tensor {name}: {e}")))?;
+        spent = spent.saturating_add(bytes);
+        if spent > budget {
+            return Err(over_budget(format!("tensor {name}")));
+        }
+        let t = build_tensor(&tref, storage).map_err(|e| fmt(format!("tensor {name}: {e}")))?;
         tensors.push((name, t));
     }
     Ok(StateDict {
@@ -127,41 +182,66 @@ fn state_dict_entries(root: Value) -> Result<Vec<(String, TensorRef)>, String> {
     Ok(out)
 }
 
-/// Views `storage` as described by `tref` and copies it into a fresh contiguous tensor.
-fn build_tensor(tref: &TensorRef, storage: &[u8]) -> Result<Tensor, String> {
+/// Bytes of the tensor `tref` describes, after checking that it is a view inside its storage
+/// of `storage_len` bytes with no more elements than the storage (overlapping strides would
+/// let a small file expand into a huge tensor).
+fn view_bytes(tref: &TensorRef, storage_len: usize) -> Result<u64, String> {
     let es = tref.kind.elem_size();
-    if !storage.len().is_multiple_of(es) {
+    if !storage_len.is_multiple_of(es) {
         return Err(format!(
-            "storage of {} bytes is not a whole number of {es}-byte elements",
-            storage.len()
+            "storage of {storage_len} bytes is not a whole number of {es}-byte elements"
         ));
     }
-    let numel = storage.len() / es;
-    let empty = tref.size.contains(&0);
-    if !empty {
-        // Highest element index the view touches must lie inside the storage.
-        let mut last = tref.offset;
-        for (&s, &st) in tref.size.iter().zip(&tref.stride) {
-            last = (s - 1)
-                .checked_mul(st)
-                .and_then(|x| x.checked_add(last))
-                .ok_or("tensor view overflows")?;
-        }
-        if last >= numel {
-            return Err(format!(
-                "view (offset {}, size {:?}, stride {:?}) exceeds its storage of {numel} elements",
-                tref.offset, tref.size, tref.stride
-            ));
-        }
+    let numel = storage_len / es;
+    if tref.size.contains(&0) {
+        return Ok(0);
     }
+    // Highest element index the view touches must lie inside the storage.
+    let mut last = tref.offset;
+    let mut elements: usize = 1;
+    for (&s, &st) in tref.size.iter().zip(&tref.stride) {
+        last = (s - 1)
+            .checked_mul(st)
+            .and_then(|x| x.checked_add(last))
+            .ok_or("tensor view overflows")?;
+        elements = elements.saturating_mul(s);
+    }
+    if last >= numel {
+        return Err(format!(
+            "view (offset {}, size {:?}, stride {:?}) exceeds its storage of {numel} elements",
+            tref.offset, tref.size, tref.stride
+        ));
+    }
+    if elements > numel {
+        return Err(format!(
+            "view (size {:?}, stride {:?}) has {elements} elements, more than its storage of \
+             {numel}: overlapping strides are not supported",
+            tref.size, tref.stride
+        ));
+    }
+    Ok((elements * es) as u64)
+}
+
+/// Copies the view `tref` of `storage` (checked by [`view_bytes`]) into a fresh contiguous
+/// tensor.
+fn build_tensor(tref: &TensorRef, storage: &[u8]) -> Result<Tensor, String> {
+    view_bytes(tref, storage.len())?;
+    let numel = storage.len() / tref.kind.elem_size();
+    let dims = |xs: &[usize]| -> Result<Vec<i64>, String> {
+        xs.iter()
+            .map(|&x| i64::try_from(x).map_err(|_| format!("size or stride {x} is too large")))
+            .collect()
+    };
+    let size = dims(&tref.size)?;
+    if tref.size.contains(&0) {
+        return Tensor::f_zeros(size, (tref.kind.kind(), tch::Device::Cpu))
+            .map_err(|e| e.to_string());
+    }
+    let stride = dims(&tref.stride)?;
+    let offset = i64::try_from(tref.offset).map_err(|e| e.to_string())?;
     let flat = Tensor::f_from_data_size(storage, &[numel as i64], tref.kind.kind())
         .map_err(|e| e.to_string())?;
-    let size: Vec<i64> = tref.size.iter().map(|&x| x as i64).collect();
-    let stride: Vec<i64> = tref.stride.iter().map(|&x| x as i64).collect();
-    if empty {
-        return Ok(Tensor::zeros(size, (tref.kind.kind(), tch::Device::Cpu)));
-    }
-    flat.f_as_strided(size, stride, tref.offset as i64)
-        .map(|t| t.contiguous())
+    flat.f_as_strided(size, stride, offset)
+        .and_then(|t| t.f_contiguous())
         .map_err(|e| e.to_string())
 }

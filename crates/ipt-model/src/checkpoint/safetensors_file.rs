@@ -47,17 +47,22 @@ fn dtype_of(kind: Kind) -> Option<Dtype> {
 
 /// Reads every tensor and the metadata of a `.safetensors` file.
 pub fn read_safetensors(path: &Path) -> Result<StateDict, CheckpointError> {
-    let fmt = |msg: String| CheckpointError::Format {
-        path: path.to_path_buf(),
-        msg,
-    };
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
+    read_safetensors_bytes(&bytes, path)
+}
+
+/// [`read_safetensors`] on a file held in memory; `path` only labels errors.
+pub fn read_safetensors_bytes(bytes: &[u8], path: &Path) -> Result<StateDict, CheckpointError> {
+    let fmt = |msg: String| CheckpointError::Format {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| fmt(format!("not a safetensors file ({e})")))?;
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| fmt(format!("not a safetensors file ({e})")))?;
     let mut tensors = Vec::with_capacity(st.len());
     for (name, view) in st.tensors() {
@@ -67,7 +72,17 @@ pub fn read_safetensors(path: &Path) -> Result<StateDict, CheckpointError> {
                 view.dtype()
             ))
         })?;
-        let shape: Vec<i64> = view.shape().iter().map(|&x| x as i64).collect();
+        let shape: Vec<i64> = view
+            .shape()
+            .iter()
+            .map(|&x| i64::try_from(x))
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                fmt(format!(
+                    "tensor {name}: shape {:?} is too large",
+                    view.shape()
+                ))
+            })?;
         // TensorView::data() has been checked by the crate to hold numel · dtype size bytes.
         let t = Tensor::f_from_data_size(view.data(), &shape, kind)
             .map_err(|e| fmt(format!("tensor {name}: {e}")))?;
