@@ -68,6 +68,8 @@ enum Cmd {
     Info(Forward),
     /// Show the libtorch and devices the `ipt` binary sees (runs `ipt doctor`).
     Doctor(Forward),
+    /// Draw the validation curves of several (chained) runs in one chart (runs `ipt plot-runs`).
+    PlotRuns(Forward),
     /// Fuzz the file parsers (cargo-fuzz on nightly, installed when missing): one target or all,
     /// N seconds each, then a table of executions and coverage.
     Fuzz(fuzz::Args),
@@ -147,6 +149,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Convert(f) => forward("convert", f),
         Cmd::Info(f) => forward("info", f),
         Cmd::Doctor(f) => forward("doctor", f),
+        Cmd::PlotRuns(f) => forward("plot-runs", f),
         Cmd::Fuzz(args) => fuzz::run(&setup(false)?, args),
     }
 }

@@ -12,6 +12,7 @@ use ipt_eval::{
     self as bench, report, BenchOutcome, BenchProgress, DenoiseOptions, IptMethod, Method,
     SrOptions, WeightsSpec,
 };
+use ipt_model::chop::ChopMode;
 use ipt_model::device::DeviceSpec;
 use ipt_model::restore::{RestoreOptions, DEFAULT_CROP_BATCH};
 
@@ -52,6 +53,11 @@ pub struct CommonArgs {
     /// Windows per model call during whole-image inference.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CROP_BATCH)]
     crop_batch: usize,
+    /// Window layout of whole-image inference: `exact` (the official stitching, what published
+    /// figures use; the default) or `fast` (stride 36, ~9× fewer windows), to measure what the
+    /// fast layout of `ipt restore --chop fast` costs in PSNR.
+    #[arg(long, default_value_t = ChopMode::Exact, value_name = "MODE")]
+    chop: ChopMode,
     /// Device for IPT inference: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceSpec,
@@ -150,6 +156,9 @@ fn method(baseline: Option<Method>, common: &CommonArgs) -> anyhow::Result<Metho
         if common.self_ensemble {
             anyhow::bail!("--self-ensemble applies to IPT checkpoints (--weights) only");
         }
+        if common.chop != ChopMode::Exact {
+            anyhow::bail!("--chop applies to IPT checkpoints (--weights) only");
+        }
         return Ok(m);
     }
     let device = common.device.resolve().context("choosing the device")?;
@@ -158,8 +167,7 @@ fn method(baseline: Option<Method>, common: &CommonArgs) -> anyhow::Result<Metho
         crop_batch: common.crop_batch,
         self_ensemble: common.self_ensemble,
         bf16: common.bf16,
-        // benchmarks always use the official exact stitching
-        ..RestoreOptions::default()
+        chop: common.chop,
     };
     let ipt = IptMethod::load(&common.weights, device, options)?;
     Ok(Method::Ipt(Box::new(ipt)))
