@@ -399,15 +399,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let scale = config.scales[task_idx];
     let patch = config.patch_size;
 
-    // Sizes from the image headers: window totals, and the memory check before each image.
+    // Sizes from the image headers: the pixel limit, window totals, and the memory check before
+    // each image. An image refused here is skipped and listed at the end, like an unreadable one.
+    let read_opts = read_options(args.max_pixels);
     let mut sizes = Vec::with_capacity(files.len());
     let mut failed: Vec<(PathBuf, String)> = Vec::new();
+    let mut skip = |f: &Path, e: anyhow::Error| {
+        eprintln!("skipping {}: {e}", f.display());
+        failed.push((f.to_path_buf(), e.to_string()));
+    };
     for f in &files {
-        match image::image_dimensions(f) {
-            Ok((w, h)) => sizes.push(Some((h as usize, w as usize))),
+        let size = image::image_dimensions(f)
+            .map_err(anyhow::Error::from)
+            .and_then(|(w, h)| {
+                // The byte limit depends on the colour type and is checked when decoding.
+                read_opts.limits.check(f, (w, h), 0).map_err(read_error)?;
+                Ok((h as usize, w as usize))
+            });
+        match size {
+            Ok(size) => sizes.push(Some(size)),
             Err(e) => {
-                eprintln!("skipping {}: {e}", f.display());
-                failed.push((f.clone(), e.to_string()));
+                skip(f, e);
                 sizes.push(None);
             }
         }
@@ -431,7 +443,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
     );
 
-    let read_opts = read_options(args.max_pixels);
     let started = Instant::now();
     let mut done = 0usize;
     let mut number = 0usize;
@@ -443,15 +454,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             None => available_memory(),
         };
         if let Some(limit) = limit {
-            check_memory(file, (h, w), scale, patch, &opts, args.bit_depth, limit)?;
+            if let Err(e) = check_memory(file, (h, w), scale, patch, &opts, args.bit_depth, limit) {
+                skip(file, e);
+                continue;
+            }
         }
         let t0 = Instant::now();
         let image =
             match ipt_degrade::io::read_image_with_options(file, &read_opts).map_err(read_error) {
                 Ok(img) => img,
                 Err(e) => {
-                    eprintln!("skipping {}: {e}", file.display());
-                    failed.push((file.clone(), e.to_string()));
+                    skip(file, e);
                     continue;
                 }
             };
@@ -490,7 +503,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .map(|(f, e)| format!("  {}: {e}", f.display()))
             .collect();
         bail!(
-            "{} input(s) could not be read and were skipped:\n{}",
+            "{} input(s) could not be restored and were skipped:\n{}",
             failed.len(),
             list.join("\n")
         );
