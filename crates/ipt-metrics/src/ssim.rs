@@ -48,10 +48,10 @@ fn filter_valid(src: &[f64], dst: &mut [f64], g: &[f64; WINDOW]) {
     for (d, &v) in dst.iter_mut().zip(&src[c..c + n]) {
         *d = g[c] * v;
     }
-    for k in 0..c {
+    for (k, &gk) in g.iter().enumerate().take(c) {
         let (a, b) = (&src[k..k + n], &src[WINDOW - 1 - k..WINDOW - 1 - k + n]);
         for ((d, &u), &v) in dst.iter_mut().zip(a).zip(b) {
-            *d += g[k] * (u + v);
+            *d += gk * (u + v);
         }
     }
 }
@@ -135,9 +135,9 @@ fn ssim_band_generic(
             for (a, &v) in acc.iter_mut().zip(row(c)) {
                 *a = g[c] * v;
             }
-            for k in 0..c {
+            for (k, &gk) in g.iter().enumerate().take(c) {
                 for ((a, &u), &v) in acc.iter_mut().zip(row(k)).zip(row(WINDOW - 1 - k)) {
-                    *a += g[k] * (u + v);
+                    *a += gk * (u + v);
                 }
             }
         }
