@@ -177,7 +177,12 @@ fn draw_chart(
                 if text {
                     chart
                         .configure_series_labels()
-                        .position(SeriesLabelPosition::UpperRight)
+                        // Losses fall and PSNRs rise: put the legend where the curves are not.
+                        .position(if log_y {
+                            SeriesLabelPosition::UpperRight
+                        } else {
+                            SeriesLabelPosition::LowerRight
+                        })
                         .background_style(WHITE.mix(0.85))
                         .border_style(BLACK)
                         .draw()
