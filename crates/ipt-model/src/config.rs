@@ -98,10 +98,11 @@ impl IptConfig {
         }
     }
 
-    /// The model trained on real photos on a 2-core CPU in about half an hour per stage
-    /// (`configs/small-*.toml`, `docs/results.md`): 16 features, 3×3 words (d = 144, 256
-    /// tokens), 4 heads, 1 encoder + 1 decoder layer (1.24 M parameters with six tasks, under
-    /// 5 MB as an f32 checkpoint).
+    /// A wider small model: 16 features, 3×3 words (d = 144, 256 tokens), 4 heads, 1 encoder +
+    /// 1 decoder layer (1.24 M parameters with six tasks, under 5 MB as an f32 checkpoint). On a
+    /// 2-core CPU it trains at about 0.6× the speed of [`tiny`](Self::tiny), and in equal
+    /// wall time it scored lower, so the CPU recipe of `configs/small-*.toml` uses `tiny`
+    /// (`docs/results.md` has the comparison).
     pub fn small(scales: &[usize]) -> Self {
         Self {
             n_feats: 16,
