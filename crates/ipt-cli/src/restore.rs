@@ -156,12 +156,12 @@ pub fn check_memory(
     let need = est.total() + png;
     if need > limit {
         bail!(
-            "{}: restoring this {h}×{w} image (×{scale}: {}×{} output) needs about {} \
-             (output image {}, working memory {}, PNG buffer {}), more than the {} available \
+            "{}: restoring this {w}×{h} image (width×height; ×{scale}: {}×{} output) needs about \
+             {} (output image {}, working memory {}, PNG buffer {}), more than the {} available \
              ({source}); free memory, restore a smaller image, or override with --memory-limit GIB",
             file.display(),
-            h * scale,
             w * scale,
+            h * scale,
             gib(need),
             gib(est.output),
             gib(est.working),
@@ -484,7 +484,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         done += 1;
         let (_, oh, ow) = restored.dim();
         println!(
-            "{} ({ih}×{iw}, {:.2} MP) -> {} ({oh}×{ow}, {}-bit) in {:.1} s",
+            "{} ({iw}×{ih}, {:.2} MP) -> {} ({ow}×{oh}, {}-bit) in {:.1} s",
             file.display(),
             (ih * iw) as f64 / 1e6,
             out.display(),
@@ -606,8 +606,8 @@ mod tests {
         .to_string();
         for part in [
             "photo.jpg",
-            "3000×4000",
-            "6000×8000",
+            "4000×3000",
+            "8000×6000",
             "512.0 MiB",
             "--memory-limit",
         ] {

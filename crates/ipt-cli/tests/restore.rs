@@ -373,8 +373,8 @@ fn an_image_that_does_not_fit_in_memory_is_refused_before_any_work() {
     // 0.001 GiB = 1.0 MiB; the output is 5.5 MiB
     for part in [
         "big.png",
-        "300×400",
-        "600×800",
+        "400×300",
+        "800×600",
         "1.0 MiB",
         "5.5 MiB",
         "--memory-limit",

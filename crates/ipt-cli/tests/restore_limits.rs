@@ -94,6 +94,13 @@ fn images_over_the_limit_are_skipped_by_name_and_the_limit_is_adjustable() {
     let o = restore(&["--max-pixels", "30x20", s(&good)]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(out.join("good.png").exists());
+    // Sizes are printed width×height, as users read them.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("(30×20, ") && stdout.contains("(60×40, 8-bit)"),
+        "{}",
+        text(&o)
+    );
 
     let o = restore(&["--max-pixels", "lots", s(&good)]);
     assert!(!o.status.success());
