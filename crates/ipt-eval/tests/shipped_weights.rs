@@ -86,7 +86,7 @@ fn every_shipped_file_has_a_row_and_loads() {
         let spec: WeightsSpec = weights_dir().join(f).display().to_string().parse().unwrap();
         let method = IptMethod::load(&[spec], tch::Device::Cpu, RestoreOptions::default())
             .unwrap_or_else(|e| panic!("{f}: {e}"));
-        let job = job(row.task);
+        let job = Job::of(row.task);
         assert!(method.check(job).is_ok(), "{f} cannot run {job:?}");
     }
     for r in &rows {
@@ -95,17 +95,6 @@ fn every_shipped_file_has_a_row_and_loads() {
             "docs/results.md names {} but it is not shipped",
             r.file
         );
-    }
-}
-
-fn job(task: Task) -> Job {
-    match task {
-        Task::Sr2 => Job::Sr(2),
-        Task::Sr3 => Job::Sr(3),
-        Task::Sr4 => Job::Sr(4),
-        Task::Denoise30 => Job::Denoise(30),
-        Task::Denoise50 => Job::Denoise(50),
-        Task::Derain => Job::Derain,
     }
 }
 
@@ -131,7 +120,7 @@ fn shipped_weights_reproduce_their_figures() {
         let mut method = Method::Ipt(Box::new(method));
         let progress = BenchProgress::hidden();
         // The image is the first of its set (sorted by name), so `limit: 1` scores just it.
-        let outcome = match job(r.task) {
+        let outcome = match Job::of(r.task) {
             Job::Sr(scale) => run_sr(
                 &root,
                 &SrOptions {
