@@ -58,6 +58,11 @@ fn install_stop_handler(stop: &StopSignal) {
 
 fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
     let cfg = ExperimentConfig::load(&args.config)?;
+    // torchrun's or SLURM's variables: this process is one rank of a data-parallel job.
+    let distributed = ipt_dist::DistEnv::from_env()?;
+    if let (None, Some(_), Some(n)) = (cfg.runtime.threads, &distributed, threads_from_env()?) {
+        tch::set_num_threads(n as i32);
+    }
     let stop = StopSignal::new();
     install_stop_handler(&stop);
     let run_dir = args
@@ -71,6 +76,7 @@ fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
         verbose: !args.quiet,
         roots: DataRoots::resolve(args.data_root.as_deref(), args.train_data.as_deref()),
         stop,
+        distributed,
     };
     let summary = match ipt_train::train(&cfg, &opts) {
         Ok(s) => s,
@@ -117,6 +123,18 @@ fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
     }
     println!("run directory: {}", run_dir.display());
     Ok(())
+}
+
+/// `IPT_THREADS`, the intra-op threads a launcher gives each rank (`cargo xtask pretrain
+/// --nproc-per-node N` sets it to the CPU threads / N); `runtime.threads` wins over it.
+fn threads_from_env() -> anyhow::Result<Option<usize>> {
+    match std::env::var("IPT_THREADS") {
+        Err(_) => Ok(None),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => anyhow::bail!("IPT_THREADS={v:?}: expected a positive number of threads"),
+        },
+    }
 }
 
 /// `ipt pretrain`.

@@ -29,6 +29,8 @@
 //! # let _ = stop_at; Ok(()) }
 //! ```
 //!
+//! [`testing`] holds helpers for tests that start real ranks as processes.
+//!
 //! The binary `ipt-dist-check` joins a job and checks the collectives end to end (see docs/distributed.md).
 #![warn(missing_docs)]
 
@@ -37,6 +39,7 @@ pub mod env;
 mod error;
 mod ffi;
 mod group;
+pub mod testing;
 
 pub use env::{DistEnv, EnvError, Launcher};
 pub use error::{DistError, Failure, Peer};

@@ -8,7 +8,7 @@ use std::time::Instant;
 use ipt_degrade::Task;
 use ipt_loss::PretrainLoss;
 use ipt_model::{Ipt, IptConfig};
-use ipt_train::optim::{average_gradients, clip_gradients, Adam, Clip, Distributed};
+use ipt_train::optim::{clip_gradients, Adam, Clip};
 use tch::{nn, Kind, Tensor};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,7 +41,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t_fwd = t.elapsed().as_secs_f64();
         let mut grads = adam.gradients(&parts.total);
         let t_bwd = t.elapsed().as_secs_f64() - t_fwd;
-        average_gradients(&mut grads, &Distributed::SINGLE)?;
         let _ = clip_gradients(&mut grads, Clip::PerTensor(1.0));
         let t_clip = t.elapsed().as_secs_f64() - t_fwd - t_bwd;
         adam.step(&mut grads, 5e-5);

@@ -135,9 +135,16 @@ pub struct CheckpointDir {
 impl CheckpointDir {
     /// `<run_dir>/checkpoints`, created if needed.
     pub fn create(run_dir: &Path) -> Result<Self, CheckpointDirError> {
-        let dir = run_dir.join("checkpoints");
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        Ok(Self { dir })
+        let c = Self::at(run_dir);
+        std::fs::create_dir_all(&c.dir).map_err(io_err(&c.dir))?;
+        Ok(c)
+    }
+
+    /// `<run_dir>/checkpoints`, as a name only (nothing is created or read).
+    pub fn at(run_dir: &Path) -> Self {
+        Self {
+            dir: run_dir.join("checkpoints"),
+        }
     }
 
     /// The folder.

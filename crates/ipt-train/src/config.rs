@@ -475,6 +475,13 @@ pub struct RuntimeSection {
     /// Stop (after a checkpoint) when this many consecutive steps had a NaN/Inf loss.
     /// Default 20.
     pub max_nonfinite_in_row: usize,
+    /// Data-parallel jobs: seconds any collective may wait for the other ranks before failing
+    /// (a lost rank is usually noticed at once; a hung one after this long). It must exceed
+    /// rank 0's validation and checkpoint writing, which the other ranks wait for. Default 300.
+    pub collective_timeout_s: u64,
+    /// Data-parallel jobs: check every this many steps that all ranks hold bit-identical
+    /// weights (0: only at checkpoints). Default 0.
+    pub check_replicas_every: usize,
 }
 
 impl Default for RuntimeSection {
@@ -486,6 +493,8 @@ impl Default for RuntimeSection {
             threads: None,
             log_every: 10,
             max_nonfinite_in_row: 20,
+            collective_timeout_s: 300,
+            check_replicas_every: 0,
         }
     }
 }
@@ -752,6 +761,9 @@ impl ExperimentConfig {
         }
         if self.runtime.log_every == 0 {
             return Err(bad("runtime.log_every", "must be ≥ 1".into()));
+        }
+        if self.runtime.collective_timeout_s == 0 {
+            return Err(bad("runtime.collective_timeout_s", "must be ≥ 1".into()));
         }
         match self.validation.size {
             ValidationSize::Whole(_) if self.validation.path.is_none() => {

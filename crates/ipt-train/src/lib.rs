@@ -8,6 +8,7 @@
 //! - [`trainer`]: the [`Trainer`]: `new` (model, optimizer, data, resume), `step`, `validate`,
 //!   `save_checkpoint` and the `fit` loop.
 //! - [`optim`]: Adam with owned (checkpointed) state, the schedule, clipping.
+//! - `parallel` (private): the collectives of a data-parallel job (ipt-dist, libtorch's c10d).
 //! - [`validation`]: held-out images scored through `ipt-eval`, next to their trivial baseline.
 //! - [`run_dir`], [`checkpoint`], [`run_log`], [`plot`]: what a run writes.
 //! - [`finetune`]: a single-task model started from a pre-trained checkpoint.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod data;
 pub mod finetune;
 pub mod optim;
+mod parallel;
 pub mod plot;
 mod progress;
 pub mod run_dir;

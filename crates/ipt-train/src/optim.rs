@@ -1,6 +1,6 @@
 //! Adam with optimizer state the project owns (so it can be checkpointed and resumed exactly),
-//! the step-milestone learning-rate schedule, gradient clipping, and the one place where data
-//! parallel training averages gradients.
+//! the step-milestone learning-rate schedule and gradient clipping. (Data-parallel jobs average
+//! the gradients before clipping; see `parallel.rs`.)
 //!
 //! The update is PyTorch's `torch.optim.Adam` (no weight decay, no amsgrad), per parameter:
 //!
@@ -26,9 +26,6 @@ pub enum OptimError {
     /// The state does not fit the parameters.
     #[error("optimizer state does not match the model: {0}")]
     Mismatch(String),
-    /// Data-parallel training across processes is not available yet.
-    #[error("world size {0}: multi-process gradient averaging is not implemented yet")]
-    NotDistributed(usize),
 }
 
 /// Adam over a fixed, named list of parameters.
@@ -243,39 +240,6 @@ pub fn clip_gradients(grads: &mut [Tensor], clip: Clip) -> Tensor {
         }
         global
     })
-}
-
-/// Where this process sits in a data-parallel job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Distributed {
-    /// This process's rank.
-    pub rank: usize,
-    /// Number of processes.
-    pub world_size: usize,
-}
-
-impl Distributed {
-    /// A single process.
-    pub const SINGLE: Distributed = Distributed {
-        rank: 0,
-        world_size: 1,
-    };
-
-    /// Whether this process writes checkpoints and logs.
-    pub fn is_main(&self) -> bool {
-        self.rank == 0
-    }
-}
-
-/// Average gradients over the processes of a data-parallel job, in place: the one place between
-/// `backward` and the optimizer step where that happens. A no-op for a single process; the
-/// data-parallel issue fills in an all-reduce (libtorch c10d) here.
-pub fn average_gradients(grads: &mut [Tensor], dist: &Distributed) -> Result<(), OptimError> {
-    if dist.world_size <= 1 {
-        return Ok(());
-    }
-    let _ = grads;
-    Err(OptimError::NotDistributed(dist.world_size))
 }
 
 #[cfg(test)]

@@ -58,10 +58,15 @@ impl TrainProgress {
             loss,
             lr,
             patches_per_s,
+            world_size,
             ..
         } = row
         {
-            let figures = format!("loss {loss:.4}  lr {lr:.2e}  {patches_per_s:.1} patches/s");
+            let mut figures = format!("loss {loss:.4}  lr {lr:.2e}  {patches_per_s:.1} patches/s");
+            if *world_size > 1 {
+                let per_rank = patches_per_s / *world_size as f64;
+                figures += &format!(" ({per_rank:.1} per rank)");
+            }
             if self.bar.is_hidden() {
                 self.say(format!("step {step}/{total}  {figures}"));
             } else {
@@ -116,8 +121,16 @@ impl Window {
     }
 
     /// The `train` row ending at `step` (`task` and `lr` of that step; throughput over the
-    /// window for batches of `batch` patches).
-    pub(crate) fn row(&self, step: u64, epoch: u64, task: Task, lr: f64, batch: usize) -> LogRow {
+    /// window for `world` ranks with batches of `batch` patches each).
+    pub(crate) fn row(
+        &self,
+        step: u64,
+        epoch: u64,
+        task: Task,
+        lr: f64,
+        batch: usize,
+        world: usize,
+    ) -> LogRow {
         let n = self.n.max(1) as f64;
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
         LogRow::Train {
@@ -133,8 +146,9 @@ impl Window {
                 .map(|(k, (s, c))| (k.clone(), s / *c as f64))
                 .collect(),
             lr,
-            patches_per_s: self.n as f64 * batch as f64 / secs,
+            patches_per_s: self.n as f64 * (world * batch) as f64 / secs,
             window: self.n,
+            world_size: world,
         }
     }
 }

@@ -39,10 +39,14 @@ pub enum LogRow {
         loss_by_task: BTreeMap<String, f64>,
         /// Learning rate of the last step.
         lr: f64,
-        /// Training patches per second over the window.
+        /// Training patches per second over the window, all ranks together.
         patches_per_s: f64,
         /// Steps in the window (skipped NaN/Inf steps excluded).
         window: u64,
+        /// Processes of the data-parallel job (1: a single process); the global batch is
+        /// `world_size × optim.batch_size`.
+        #[serde(default = "one")]
+        world_size: usize,
     },
     /// Validation PSNR.
     Validation {
@@ -54,6 +58,10 @@ pub enum LogRow {
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         baseline: BTreeMap<String, f64>,
     },
+}
+
+fn one() -> usize {
+    1
 }
 
 impl LogRow {
@@ -155,6 +163,7 @@ mod tests {
             lr: 1e-4,
             patches_per_s: 10.0,
             window: 1,
+            world_size: 1,
         }
     }
 

@@ -5,33 +5,39 @@
 //!
 //! Each step: the batch (one task) goes through that task's head, the body and its tail;
 //! loss = L1 + λ·contrastive on the decoder tokens (λ = 0 when fine-tuning); gradients →
-//! [`average_gradients`] → clipping → Adam. A NaN/Inf loss skips the step and is counted; too
-//! many in a row write a checkpoint and stop with [`TrainError::Diverged`]. Before step `n` the
-//! libtorch RNG is seeded from `(seed, n)`, and the batch is a function of `(seed, n)`, so a
-//! resumed run repeats the uninterrupted one.
+//! averaged over the ranks of a data-parallel job → clipping → Adam. A NaN/Inf loss skips the
+//! step and is counted; too many in a row write a checkpoint and stop with
+//! [`TrainError::Diverged`]. Before step `n` the libtorch RNG is seeded from `(seed, n)`, and the
+//! batch is a function of `(seed, n)`, so a resumed run repeats the uninterrupted one.
+//!
+//! Launched as one rank of a data-parallel job ([`RunOptions::distributed`]), the trainer joins
+//! the process group; rank 0 alone opens the run directory (resuming, writing checkpoints, logs,
+//! plots and validating) and gives the other ranks its weights, optimizer state and step. Each
+//! rank trains its slice of the global batch (see [`crate::data::sampler`]); the contrastive
+//! term is computed per rank over its own tokens.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ipt_degrade::rain::RainSource;
 use ipt_degrade::seed::derive_seed;
 use ipt_degrade::Task;
+use ipt_dist::DistEnv;
 use ipt_loss::PretrainLoss;
 use ipt_model::{Ipt, IptConfig};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::checkpoint::{write_atomic, CheckpointDirError, TrainState};
+use crate::checkpoint::{write_atomic, CheckpointDir, CheckpointDirError, TrainState};
 use crate::config::{
     ConfigError, DataRoots, DataSourceError, ExperimentConfig, Mode, ValidationSize,
 };
 use crate::data::pipeline::{BatchFactory, DataError};
 use crate::data::{Batch, DataStats, Pipeline, Sampler, SamplerConfig, SourceError};
 use crate::finetune::{read_pretrained, FinetuneError};
-use crate::optim::{
-    average_gradients, clip_gradients, Adam, Clip, Distributed, MultiStepLr, OptimError,
-};
+use crate::optim::{clip_gradients, Adam, Clip, MultiStepLr, OptimError};
+use crate::parallel::{Agreement, Replicas};
 use crate::progress::{TrainProgress, Window};
 use crate::run_dir::{ResumeMismatch, RunDir};
 use crate::run_log::{LogRow, RunLogError};
@@ -138,6 +144,18 @@ pub enum TrainError {
         /// The checkpoint written.
         checkpoint: PathBuf,
     },
+    /// A collective of a data-parallel job failed (a rank was lost, hung, or never came).
+    #[error("data-parallel training failed: {0}")]
+    Distributed(#[from] ipt_dist::DistError),
+    /// The ranks of a data-parallel job no longer hold the same weights.
+    #[error(
+        "step {step}: the ranks of the data-parallel job hold different weights; this is a bug \
+         (or ranks running different binaries or configs): resume from the last checkpoint"
+    )]
+    ReplicasDiverged {
+        /// The step the check ran after.
+        step: u64,
+    },
     /// Too many consecutive NaN/Inf losses.
     #[error(
         "{count} consecutive steps had a NaN/Inf loss (last at step {step}); stopped after \
@@ -190,6 +208,9 @@ pub struct RunOptions {
     /// Raised from outside (e.g. a Ctrl-C handler) to stop after the current step with a
     /// checkpoint ([`TrainError::Interrupted`]).
     pub stop: StopSignal,
+    /// This process's place in a data-parallel job (from `DistEnv::from_env`: torchrun's or
+    /// SLURM's variables), or `None` for a single process.
+    pub distributed: Option<DistEnv>,
 }
 
 /// A request to stop a run gracefully, shared between the trainer and whoever may ask (a
@@ -279,8 +300,9 @@ pub struct LossTerms {
 pub struct Trainer {
     cfg: ExperimentConfig,
     opts: RunOptions,
-    run: RunDir,
-    dist: Distributed,
+    /// The run directory: rank 0 only.
+    run: Option<RunDir>,
+    replicas: Replicas,
     device: Device,
     vs: nn::VarStore,
     model: Ipt,
@@ -296,6 +318,7 @@ pub struct Trainer {
     validation: Option<ValidationSet>,
     state: TrainState,
     nonfinite_in_row: usize,
+    stop_agreed: bool,
     progress: TrainProgress,
     window: Window,
     summary: RunSummary,
@@ -311,17 +334,31 @@ impl Trainer {
     pub fn new(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Trainer, TrainError> {
         let (mode, file) = (opts.mode, &opts.config_path);
         check_mode(cfg, mode, file)?;
-        // This process's place in a data-parallel job; only rank 0 writes files.
-        let dist = Distributed::SINGLE;
         // Fail fast: every path before anything expensive.
         cfg.check_paths(&opts.roots, file)?;
         let source = cfg.data_source(&opts.roots, file)?;
 
-        let run = RunDir::open(&opts.run_dir)?;
         if let Some(t) = cfg.runtime.threads {
             tch::set_num_threads(t as i32);
         }
-        let device = cfg.runtime.device.resolve()?;
+        let device = match (cfg.runtime.device.resolve()?, &opts.distributed) {
+            // One GPU per rank, as torchrun and srun lay them out.
+            (Device::Cuda(_), Some(env)) => Device::Cuda(env.local_rank),
+            (d, _) => d,
+        };
+        let replicas = match &opts.distributed {
+            Some(env) => Replicas::join(
+                env,
+                device,
+                Duration::from_secs(cfg.runtime.collective_timeout_s),
+            )?,
+            None => Replicas::single(),
+        };
+        // Only rank 0 touches the run directory; the others get what it resumes.
+        let run = match replicas.is_main() {
+            true => Some(RunDir::open(&opts.run_dir)?),
+            false => None,
+        };
         tch::manual_seed(derive_seed(cfg.runtime.seed, &[TAG_INIT]) as i64);
         let vs = nn::VarStore::new(device);
         let (model, network) = build_model(cfg, &vs, mode, &opts.roots, file)?;
@@ -337,25 +374,11 @@ impl Trainer {
             .into());
         }
         let mut adam = Adam::from_var_store(&vs);
-        let resumed = resume(&run, cfg, &vs, &mut adam, opts.verbose)?;
-        if dist.is_main() {
-            run.write_config(cfg)?;
-        }
-        let state = match &resumed.state {
-            Some(st) => {
-                if dist.is_main() {
-                    run.log().truncate_after(st.step)?;
-                }
-                st.clone()
-            }
-            None => {
-                // A fresh run: no stale rows from an earlier run that never checkpointed.
-                if dist.is_main() {
-                    let _ = std::fs::remove_file(run.log().path());
-                }
-                TrainState::fresh(cfg.runtime.seed)
-            }
+        let (state, skipped) = match &run {
+            Some(run) => open_state(run, cfg, &vs, &mut adam, opts.verbose)?,
+            None => (TrainState::fresh(cfg.runtime.seed), Vec::new()),
         };
+        let state = sync_replicas(&replicas, &vs, &mut adam, state, device)?;
         if let Some(stop) = opts
             .stop_after
             .filter(|&s| s <= state.step && state.step > 0)
@@ -377,8 +400,8 @@ impl Trainer {
                 patch: cfg.data.patch,
                 augment: cfg.augment(mode),
                 repeat: cfg.data.repeat,
-                rank: dist.rank,
-                world_size: dist.world_size,
+                rank: replicas.rank(),
+                world_size: replicas.world(),
             },
             source.len(),
         )?;
@@ -395,16 +418,24 @@ impl Trainer {
             bad_file_grace: cfg.data.bad_file_grace,
             stats: DataStats::default(),
         });
-        let validation = build_validation(cfg, &tasks, &opts.roots, file)?;
+        // Rank 0 validates while the others wait in the next step's collectives.
+        let validation = match replicas.is_main() {
+            true => build_validation(cfg, &tasks, &opts.roots, file)?,
+            false => None,
+        };
         let total_steps = cfg.total_steps(batches_per_epoch);
-        let progress = TrainProgress::new(opts.verbose && dist.is_main(), state.step, total_steps);
+        let progress =
+            TrainProgress::new(opts.verbose && replicas.is_main(), state.step, total_steps);
         let summary = RunSummary {
             start_step: state.step,
             end_step: state.step,
             total_steps,
             nonfinite_steps: state.nonfinite_steps,
-            skipped_checkpoints: resumed.skipped,
-            removed_temporaries: run.removed_temporaries().to_vec(),
+            skipped_checkpoints: skipped,
+            removed_temporaries: run
+                .as_ref()
+                .map(|r| r.removed_temporaries().to_vec())
+                .unwrap_or_default(),
             baselines: validation
                 .as_ref()
                 .map(ValidationSet::baselines)
@@ -420,7 +451,7 @@ impl Trainer {
             cfg: cfg.clone(),
             opts: opts.clone(),
             run,
-            dist,
+            replicas,
             device,
             vs,
             model,
@@ -432,6 +463,7 @@ impl Trainer {
             validation,
             state,
             nonfinite_in_row: 0,
+            stop_agreed: false,
             progress,
             window: Window::default(),
             summary,
@@ -462,18 +494,17 @@ impl Trainer {
                 self.progress.say(warning);
             }
             let out = self.step(&batch)?;
-            if out.loss.is_none() {
-                continue;
+            if out.loss.is_some() {
+                self.log_step(&out, end)?;
+                let at_end = out.step == end;
+                if self.due(self.cfg.validation.every, at_end) {
+                    self.validate()?;
+                }
+                if self.due(self.cfg.checkpoint.every, at_end) {
+                    self.save_checkpoint()?;
+                }
             }
-            self.log_step(&out, end)?;
-            let at_end = out.step == end;
-            if self.due(self.cfg.validation.every, at_end) {
-                self.validate()?;
-            }
-            if self.due(self.cfg.checkpoint.every, at_end) {
-                self.save_checkpoint()?;
-            }
-            if self.opts.stop.requested() && self.state.step < end {
+            if self.stop_agreed && self.state.step < end {
                 let checkpoint = self.save_checkpoint()?;
                 self.progress.finish();
                 return Err(TrainError::Interrupted {
@@ -508,7 +539,15 @@ impl Trainer {
         let out = out.to_kind(Kind::Float);
         let tokens = tokens.to_kind(Kind::Float);
         let parts = self.loss.compute(&out, &y, want_tokens.then_some(&tokens));
-        let total = parts.total.double_value(&[]);
+        // The global batch's loss (the mean of the ranks'), and whether any rank must stop.
+        let agreed = self.replicas.agree(Agreement {
+            total: parts.total.double_value(&[]),
+            l1: parts.l1,
+            contrastive: parts.contrastive,
+            stop: self.opts.stop.requested(),
+        })?;
+        self.stop_agreed = agreed.stop;
+        let total = agreed.total;
         self.state.step += 1;
         self.state.epoch = self.state.step / self.batches_per_epoch;
         self.steps_run += 1;
@@ -537,17 +576,20 @@ impl Trainer {
         }
         self.nonfinite_in_row = 0;
         let mut grads = self.adam.gradients(&parts.total);
-        average_gradients(&mut grads, &self.dist)?;
+        self.replicas.average_gradients(&mut grads)?;
         let _ = clip_gradients(&mut grads, self.clip);
         self.adam.step(&mut grads, lr);
+        if self.due(self.cfg.runtime.check_replicas_every, false) {
+            self.check_replicas()?;
+        }
         Ok(StepOutput {
             step: self.state.step,
             task,
             lr,
             loss: Some(LossTerms {
                 total,
-                l1: parts.l1,
-                contrastive: parts.contrastive,
+                l1: agreed.l1,
+                contrastive: agreed.contrastive,
             }),
         })
     }
@@ -566,8 +608,8 @@ impl Trainer {
                 .map(|s| (s.task.name().to_string(), f(s)))
                 .collect()
         };
-        if self.dist.is_main() {
-            self.run.log().append(&LogRow::Validation {
+        if let Some(run) = &self.run {
+            run.log().append(&LogRow::Validation {
                 step,
                 psnr_y: by_name(|s| s.psnr_y),
                 baseline: by_name(|s| s.baseline),
@@ -594,8 +636,12 @@ impl Trainer {
     }
 
     /// Write a checkpoint of the current step (weights, optimizer, state; rank 0 only) and
-    /// redraw the plots. Returns the weights file.
+    /// redraw the plots. Returns the weights file (on the other ranks of a data-parallel job,
+    /// the file rank 0 writes, after checking that every rank holds the same weights).
     pub fn save_checkpoint(&mut self) -> Result<PathBuf, TrainError> {
+        if self.replicas.world() > 1 {
+            self.check_replicas()?;
+        }
         self.state.elapsed_s = self.elapsed_before + self.started.elapsed().as_secs_f64();
         let stats = &self.data.stats;
         let state = TrainState {
@@ -604,19 +650,31 @@ impl Trainer {
             config: Some(self.cfg.to_toml()),
             ..self.state.clone()
         };
-        if !self.dist.is_main() {
-            return Ok(PathBuf::new());
-        }
+        let Some(run) = &self.run else {
+            return Ok(CheckpointDir::at(&self.opts.run_dir)
+                .files(self.state.step)
+                .0);
+        };
         let ostate = self.adam.state();
-        let weights = self.run.checkpoints().save(
+        let weights = run.checkpoints().save(
             &state,
             |p| ipt_model::checkpoint::save(p, &self.vs, &self.network),
             |p| Tensor::write_safetensors(&ostate, p),
             self.cfg.checkpoint.keep_last,
         )?;
-        self.run.plot()?;
+        run.plot()?;
         self.summary.last_checkpoint = Some(weights.clone());
         Ok(weights)
+    }
+
+    /// Errors unless every rank holds bit-identical weights.
+    fn check_replicas(&self) -> Result<(), TrainError> {
+        match self.replicas.identical(self.adam.params())? {
+            true => Ok(()),
+            false => Err(TrainError::ReplicasDiverged {
+                step: self.state.step,
+            }),
+        }
     }
 
     /// The model being trained.
@@ -658,14 +716,20 @@ impl Trainer {
                 out.task,
                 out.lr,
                 self.cfg.optim.batch_size,
+                self.replicas.world(),
             );
             self.progress.show_window(&row, self.total_steps);
-            if self.dist.is_main() {
-                self.run.log().append(&row)?;
+            if let Some(run) = &self.run {
+                run.log().append(&row)?;
             }
             self.window = Window::default();
         }
         Ok(())
+    }
+
+    /// Patches per optimizer step over all ranks.
+    fn global_batch(&self) -> usize {
+        self.replicas.world() * self.cfg.optim.batch_size
     }
 
     /// The opening line: what runs, how long, on what.
@@ -679,7 +743,14 @@ impl Trainer {
             self.cfg.run_name(),
             self.total_steps,
             self.batches_per_epoch,
-            self.cfg.optim.batch_size,
+            match self.replicas.world() {
+                1 => self.cfg.optim.batch_size.to_string(),
+                w => format!(
+                    "{} ({w} ranks × {} per rank)",
+                    self.global_batch(),
+                    self.cfg.optim.batch_size
+                ),
+            },
             tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
             self.device,
             self.vs
@@ -694,21 +765,22 @@ impl Trainer {
     fn finish(mut self) -> Result<RunSummary, TrainError> {
         self.progress.finish();
         let elapsed = self.started.elapsed().as_secs_f64();
+        let (global, world) = (self.global_batch(), self.replicas.world());
         let s = &mut self.summary;
         s.end_step = self.state.step;
         s.elapsed_s = elapsed;
-        s.patches_per_s =
-            self.steps_run as f64 * self.cfg.optim.batch_size as f64 / elapsed.max(1e-9);
+        s.patches_per_s = (self.steps_run as f64 * global as f64) / elapsed.max(1e-9);
         s.bad_files = self.data.stats.bad_files();
         s.small_skips = self.data.stats.small_skips();
         s.nonfinite_steps = self.state.nonfinite_steps;
-        if s.last_checkpoint.is_none() {
-            s.last_checkpoint = self.run.checkpoints().latest()?.map(|c| c.weights);
+        if let (None, Some(run)) = (&s.last_checkpoint, &self.run) {
+            s.last_checkpoint = run.checkpoints().latest()?.map(|c| c.weights);
         }
-        if let (Mode::Finetune, Some(ft)) = (self.opts.mode, &self.cfg.finetune) {
+        if let (Mode::Finetune, Some(ft), Some(run)) =
+            (self.opts.mode, &self.cfg.finetune, &self.run)
+        {
             if self.state.step == self.total_steps {
-                let out = self
-                    .run
+                let out = run
                     .path()
                     .join(format!("ipt_{}.safetensors", ft.task.name()));
                 write_atomic(&out, |p| {
@@ -718,11 +790,15 @@ impl Trainer {
             }
         }
         self.progress.say(format!(
-            "done: step {}/{} in {:.1} s ({:.1} patches/s); skipped {} unreadable file(s), {} too-small crop(s), {} NaN/Inf step(s)",
+            "done: step {}/{} in {:.1} s ({:.1} patches/s{}); skipped {} unreadable file(s), {} too-small crop(s), {} NaN/Inf step(s)",
             s.end_step,
             s.total_steps,
             elapsed,
             s.patches_per_s,
+            match world {
+                1 => String::new(),
+                w => format!(", {:.1} per rank × {w} ranks", s.patches_per_s / w as f64),
+            },
             s.bad_files,
             s.small_skips,
             s.nonfinite_steps
@@ -734,6 +810,76 @@ impl Trainer {
 /// Run (or resume) a pre-training or fine-tuning run: [`Trainer::new`] then [`Trainer::fit`].
 pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, TrainError> {
     Trainer::new(cfg, opts)?.fit()
+}
+
+/// Rank 0's start: resume from the run directory's latest usable checkpoint (or start fresh),
+/// record the config, and trim the log to the resumed step. Returns the state and the
+/// checkpoints set aside.
+fn open_state(
+    run: &RunDir,
+    cfg: &ExperimentConfig,
+    vs: &nn::VarStore,
+    adam: &mut Adam,
+    verbose: bool,
+) -> Result<(TrainState, Vec<String>), TrainError> {
+    let resumed = resume(run, cfg, vs, adam, verbose)?;
+    run.write_config(cfg)?;
+    let state = match resumed.state {
+        Some(st) => {
+            run.log().truncate_after(st.step)?;
+            st
+        }
+        None => {
+            // A fresh run: no stale rows from an earlier run that never checkpointed.
+            let _ = std::fs::remove_file(run.log().path());
+            TrainState::fresh(cfg.runtime.seed)
+        }
+    };
+    Ok((state, resumed.skipped))
+}
+
+/// Give every rank rank 0's weights (all variables, by name), optimizer state and step
+/// counters; returns the state to continue from. A single process keeps its own.
+fn sync_replicas(
+    replicas: &Replicas,
+    vs: &nn::VarStore,
+    adam: &mut Adam,
+    state: TrainState,
+    device: Device,
+) -> Result<TrainState, TrainError> {
+    if replicas.world() == 1 {
+        return Ok(state);
+    }
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut tensors: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
+    let ostate: Vec<(String, Tensor)> = adam
+        .state()
+        .into_iter()
+        .map(|(n, t)| (n, t.to_device(device)))
+        .collect();
+    tensors.extend(ostate.iter().map(|(_, t)| t.shallow_clone()));
+    let counters = Tensor::from_slice(&[
+        state.step as i64,
+        state.epoch as i64,
+        state.nonfinite_steps as i64,
+        state.elapsed_s.to_bits() as i64,
+    ])
+    .to_device(device);
+    tensors.push(counters.shallow_clone());
+    replicas.sync_from_main(&tensors)?;
+    if replicas.is_main() {
+        return Ok(state);
+    }
+    adam.load_state(ostate)?;
+    let c = Vec::<i64>::try_from(counters.to_device(Device::Cpu))?;
+    Ok(TrainState {
+        step: c[0] as u64,
+        epoch: c[1] as u64,
+        nonfinite_steps: c[2] as u64,
+        elapsed_s: f64::from_bits(c[3] as u64),
+        ..state
+    })
 }
 
 /// What [`resume`] found.

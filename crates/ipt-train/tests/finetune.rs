@@ -61,6 +61,7 @@ fn finetune_run_exports_a_single_task_checkpoint() {
         verbose: false,
         roots: ipt_train::DataRoots::default(),
         stop: Default::default(),
+        distributed: None,
     };
     let pre = train(&pre_cfg, &opts(pre_dir.clone(), Mode::Pretrain)).unwrap();
     let ck = pre.last_checkpoint.unwrap();

@@ -27,6 +27,7 @@ fn opts(run_dir: &Path, stop_after: Option<u64>) -> RunOptions {
         verbose: false,
         roots: DataRoots::default(),
         stop: Default::default(),
+        distributed: None,
     }
 }
 

@@ -6,13 +6,17 @@
 //!
 //! - one epoch = one pass over `len(source) · repeat` items; epoch `e` visits them in the order of
 //!   a permutation seeded by `(seed, e)`;
-//! - with data parallelism, rank `r` of `world` takes the positions `p ≡ r (mod world)` of that
-//!   order (every rank gets the same number of batches);
-//! - batch `j` of the epoch takes the next `batch_size` items of the rank's share (a partial last
-//!   batch is dropped);
+//! - global batch `j` of the epoch takes the next `world · batch_size` items of that order (a
+//!   partial last global batch is dropped); with data parallelism, rank `r` of `world` takes the
+//!   slice `[r · batch_size, (r + 1) · batch_size)` of it;
 //! - the task of a batch is drawn (weighted) from an RNG seeded by `(seed, e, j)` only, so every
 //!   rank trains the same task at the same step; crops, flips and degradations use RNGs seeded by
-//!   `(seed, e, j, rank, slot)`.
+//!   `(seed, e, j, global slot)`, the global slot being `r · batch_size + slot`.
+//!
+//! So global batch `j` is the same set of crops whatever the world size: two processes with
+//! batch `B` train exactly the items one process with batch `2B` would (as long as no item is
+//! skipped as unreadable or too small: a skipped item is replaced by the next item of the order,
+//! which may belong to the next rank's slice).
 
 use ipt_degrade::Task;
 use rand::{Rng, SeedableRng};
@@ -61,15 +65,17 @@ pub struct BatchPlan {
     pub task_pos: usize,
     /// The task.
     pub task: Task,
-    /// The epoch order: this rank's share (source image indices); the batch starts at `start`.
+    /// Position in the epoch order ([`Sampler::epoch_order`]) of this rank's first item.
     pub start: usize,
+    /// The global slot of this rank's first item (`rank · batch_size`).
+    pub first_slot: u64,
 }
 
 /// Errors of building a sampler.
 #[derive(Debug, thiserror::Error)]
 pub enum SamplerError {
     /// Not even one batch fits in an epoch.
-    #[error("{items} training items over {world} process(es) give no full batch of {batch}")]
+    #[error("{items} training items give no full global batch of {world} process(es) × {batch}")]
     TooFewItems {
         /// Items per epoch (images × repeat).
         items: usize,
@@ -149,17 +155,17 @@ impl Sampler {
         self.n_images * self.cfg.repeat
     }
 
-    /// Items of this rank per epoch.
-    pub fn shard_len(&self) -> usize {
-        self.items_per_epoch() / self.cfg.world_size
+    /// Items of one global batch (all ranks): `world · batch_size`.
+    pub fn global_batch(&self) -> usize {
+        self.cfg.world_size * self.cfg.batch_size
     }
 
-    /// Full batches per epoch (per rank).
+    /// Full global batches per epoch (= optimizer steps per epoch, the same on every rank).
     pub fn batches_per_epoch(&self) -> usize {
-        self.shard_len() / self.cfg.batch_size
+        self.items_per_epoch() / self.global_batch()
     }
 
-    /// This rank's share of epoch `epoch`'s order, as source image indices.
+    /// Epoch `epoch`'s order of all items, as source image indices.
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
         let n = self.items_per_epoch();
         let mut order: Vec<usize> = (0..n).collect();
@@ -169,13 +175,9 @@ impl Sampler {
             let j = rng.random_range(0..=i);
             order.swap(i, j);
         }
-        let (rank, world, repeat) = (self.cfg.rank, self.cfg.world_size, self.cfg.repeat);
         order
             .into_iter()
-            .skip(rank)
-            .step_by(world)
-            .take(self.shard_len())
-            .map(|item| item / repeat)
+            .map(|item| item / self.cfg.repeat)
             .collect()
     }
 
@@ -196,20 +198,24 @@ impl Sampler {
             index_in_epoch: j,
             task_pos,
             task: self.cfg.tasks[task_pos],
-            start: j as usize * self.cfg.batch_size,
+            start: j as usize * self.global_batch() + self.cfg.rank * self.cfg.batch_size,
+            first_slot: (self.cfg.rank * self.cfg.batch_size) as u64,
         }
     }
 
-    /// The RNG of item slot `slot` of a batch (crop position, flips, degradation).
+    /// The RNG of this rank's item slot `slot` of a batch (crop position, flips, degradation):
+    /// a function of the global slot, not of the rank.
     pub fn slot_rng(&self, plan: &BatchPlan, slot: u64) -> ChaCha8Rng {
+        // The fixed 0 keeps the seeds of single-process runs what they were before data
+        // parallelism (the rank stood there), so earlier runs and shipped weights reproduce.
         ChaCha8Rng::seed_from_u64(derive_seed(
             self.cfg.seed,
             &[
                 TAG_SLOT,
                 plan.epoch,
                 plan.index_in_epoch,
-                self.cfg.rank as u64,
-                slot,
+                0,
+                plan.first_slot + slot,
             ],
         ))
     }
@@ -238,16 +244,51 @@ mod tests {
         let n = 50;
         let a = Sampler::new(cfg(4, 0, 2), n).unwrap();
         let b = Sampler::new(cfg(4, 1, 2), n).unwrap();
-        assert_eq!(a.shard_len(), 50);
+        assert_eq!(a.global_batch(), 8);
         assert_eq!(a.batches_per_epoch(), 12);
-        let mut all = a.epoch_order(5);
-        all.extend(b.epoch_order(5));
+        let order = a.epoch_order(5);
+        assert_eq!(order, b.epoch_order(5));
+        let mut all = order.clone();
         all.sort();
-        // Every image appears exactly `repeat` = 2 times over the two ranks.
+        // Every image appears exactly `repeat` = 2 times in an epoch.
         let expect: Vec<usize> = (0..n).flat_map(|i| [i, i]).collect();
         assert_eq!(all, expect);
         assert_ne!(a.epoch_order(5), a.epoch_order(6));
-        assert_eq!(a.epoch_order(5), a.epoch_order(5));
+        // The ranks' slices of a batch tile the global batch without overlap.
+        let (pa, pb) = (a.plan(3), b.plan(3));
+        assert_eq!((pa.start, pb.start), (24, 28));
+        assert_eq!((pa.first_slot, pb.first_slot), (0, 4));
+    }
+
+    #[test]
+    fn global_batches_do_not_depend_on_the_world_size() {
+        // One process with batch 8 against two ranks with batch 4 and four with batch 2: the same
+        // items in the same global slots, with the same random numbers.
+        let n = 50;
+        let one = Sampler::new(cfg(8, 0, 1), n).unwrap();
+        for world in [2, 4] {
+            let b = 8 / world;
+            for k in [0u64, 5, 13, 40] {
+                let p1 = one.plan(k);
+                let order = one.epoch_order(p1.epoch);
+                for r in 0..world {
+                    let s = Sampler::new(cfg(b, r, world), n).unwrap();
+                    let p = s.plan(k);
+                    assert_eq!(
+                        (p.epoch, p.index_in_epoch, p.task),
+                        (p1.epoch, p1.index_in_epoch, p1.task)
+                    );
+                    assert_eq!(s.epoch_order(p.epoch), order);
+                    for slot in 0..b {
+                        let g = r * b + slot;
+                        assert_eq!(order[p.start + slot], order[p1.start + g]);
+                        let (mut x, mut y) =
+                            (s.slot_rng(&p, slot as u64), one.slot_rng(&p1, g as u64));
+                        assert_eq!(x.random::<u64>(), y.random::<u64>());
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -266,7 +307,7 @@ mod tests {
             (f[0] - 0.25).abs() < 0.02 && (f[1] - 0.25).abs() < 0.02 && (f[2] - 0.5).abs() < 0.02,
             "{f:?}"
         );
-        // The task does not depend on the rank; the slot RNGs do.
+        // The task does not depend on the rank; the slot RNGs of the ranks' slots differ.
         let r1 = Sampler::new(cfg(4, 1, 2), 50).unwrap();
         let r0 = Sampler::new(cfg(4, 0, 2), 50).unwrap();
         assert_eq!(r0.plan(7).task, r1.plan(7).task);
