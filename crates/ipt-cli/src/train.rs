@@ -88,6 +88,9 @@ fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
             return Err(e).with_context(|| format!("training run {} failed", args.config.display()))
         }
     };
+    if summary.rank != 0 {
+        return Ok(()); // rank 0 reports for the job
+    }
     for p in &summary.removed_temporaries {
         eprintln!(
             "note: removed {}, left by an interrupted earlier run",

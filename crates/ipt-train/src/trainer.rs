@@ -239,6 +239,9 @@ impl StopSignal {
 /// What a run did.
 #[derive(Debug, Clone, Default)]
 pub struct RunSummary {
+    /// This process's rank in a data-parallel job (0 alone). Validation, checkpoints and the
+    /// exported model are rank 0's.
+    pub rank: usize,
     /// The step the run started from (0, or the resumed checkpoint's step).
     pub start_step: u64,
     /// Completed steps at the end.
@@ -427,6 +430,7 @@ impl Trainer {
         let progress =
             TrainProgress::new(opts.verbose && replicas.is_main(), state.step, total_steps);
         let summary = RunSummary {
+            rank: replicas.rank(),
             start_step: state.step,
             end_step: state.step,
             total_steps,
