@@ -60,6 +60,8 @@ enum Cmd {
     BenchDenoise(Forward),
     /// Deraining benchmark (runs `ipt bench-derain`).
     BenchDerain(Forward),
+    /// Speed of restore, training, data pipeline, bicubic and SSIM on this machine (runs `ipt bench-speed`).
+    BenchSpeed(Forward),
     /// Restore images with a checkpoint (runs `ipt restore`).
     Restore(Forward),
     /// Convert a PyTorch checkpoint to safetensors (runs `ipt convert`).
@@ -145,6 +147,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::BenchSr(f) => forward("bench-sr", f),
         Cmd::BenchDenoise(f) => forward("bench-denoise", f),
         Cmd::BenchDerain(f) => forward("bench-derain", f),
+        Cmd::BenchSpeed(f) => forward("bench-speed", f),
         Cmd::Restore(f) => forward("restore", f),
         Cmd::Convert(f) => forward("convert", f),
         Cmd::Info(f) => forward("info", f),

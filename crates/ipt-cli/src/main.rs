@@ -8,6 +8,7 @@ mod checkpoint_cmds;
 mod doctor;
 mod plot_runs;
 mod restore;
+mod speed;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +42,8 @@ enum Command {
     Convert(checkpoint_cmds::ConvertArgs),
     /// Draw one task's validation curves of several runs in one chart.
     PlotRuns(plot_runs::Args),
+    /// Measure restore, training, data-pipeline, bicubic and SSIM speed on this machine.
+    BenchSpeed(speed::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,5 +58,6 @@ fn main() -> anyhow::Result<()> {
         Command::Info(args) => checkpoint_cmds::run_info(args),
         Command::Convert(args) => checkpoint_cmds::run_convert(args),
         Command::PlotRuns(args) => plot_runs::run(args),
+        Command::BenchSpeed(args) => speed::run(args),
     }
 }

@@ -265,6 +265,10 @@ pub struct DataSection {
     pub image_size: usize,
     /// Crops taken from each image per epoch. Default 1 (ImageNet style); use more for DIV2K.
     pub repeat: usize,
+    /// Crops cut from one decoded image: the epoch order keeps this many of an image's
+    /// `repeat` items next to each other, and a worker decodes the image once for them
+    /// (decoding dominates the data pipeline). Must divide `repeat`. Default 1.
+    pub crops_per_image: usize,
     /// Optional folder of RainTrainL `rainstreak-*.png` layers used for the derain task in
     /// pre-training. Default: ipt-degrade's procedural (non-official) streaks.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -294,6 +298,7 @@ impl Default for DataSection {
             images: 4096,
             image_size: 200,
             repeat: 1,
+            crops_per_image: 1,
             rain_streaks: None,
             augment: None,
             patch: 48,
@@ -706,6 +711,15 @@ impl ExperimentConfig {
                 "patch, workers, queue and repeat must be ≥ 1".into(),
             ));
         }
+        if d.crops_per_image == 0 || !d.repeat.is_multiple_of(d.crops_per_image) {
+            return Err(bad(
+                "data.crops_per_image",
+                format!(
+                    "{} must be ≥ 1 and divide data.repeat ({})",
+                    d.crops_per_image, d.repeat
+                ),
+            ));
+        }
         if d.source == DataSourceKind::Embedded {
             let need = self
                 .tasks
@@ -957,12 +971,13 @@ impl ExperimentConfig {
             (
                 "[data]",
                 format!(
-                    "{:?} {:?} {} {} {} {:?} {} {:?}",
+                    "{:?} {:?} {} {} {} {} {:?} {} {:?}",
                     d.source,
                     d.path,
                     d.images,
                     d.image_size,
                     d.repeat,
+                    d.crops_per_image,
                     d.rain_streaks,
                     d.patch,
                     d.augment

@@ -403,6 +403,7 @@ impl Trainer {
                 patch: cfg.data.patch,
                 augment: cfg.augment(mode),
                 repeat: cfg.data.repeat,
+                crops_per_image: cfg.data.crops_per_image,
                 rank: replicas.rank(),
                 world_size: replicas.world(),
             },
@@ -757,12 +758,17 @@ impl Trainer {
             },
             tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
             self.device,
-            self.vs
-                .trainable_variables()
-                .iter()
-                .map(|t| t.numel())
-                .sum::<usize>()
+            self.parameter_count()
         ));
+    }
+
+    /// Trainable parameters of the model.
+    pub fn parameter_count(&self) -> usize {
+        self.vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel())
+            .sum()
     }
 
     /// Close the run: totals, the exported fine-tuned model, the closing line.

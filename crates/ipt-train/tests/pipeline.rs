@@ -1,4 +1,5 @@
-//! The batch sequence does not depend on the number of worker threads.
+//! The batch sequence does not depend on the number of worker threads; several crops of one
+//! decoded image (`crops_per_image`) cost one decode.
 
 use std::sync::Arc;
 
@@ -8,16 +9,32 @@ use ipt_train::data::pipeline::BatchFactory;
 use ipt_train::data::{DataStats, ImageSource, Pipeline, Sampler, SamplerConfig};
 
 fn factory(augment: bool) -> Arc<BatchFactory> {
-    let source = ImageSource::embedded(9, 10, 200);
+    factory_over(
+        ImageSource::embedded(9, 10, 200),
+        augment,
+        Task::ALL.to_vec(),
+        3,
+        1,
+    )
+}
+
+fn factory_over(
+    source: ImageSource,
+    augment: bool,
+    tasks: Vec<Task>,
+    batch_size: usize,
+    crops_per_image: usize,
+) -> Arc<BatchFactory> {
     let sampler = Sampler::new(
         SamplerConfig {
             seed: 4,
-            tasks: Task::ALL.to_vec(),
-            weights: vec![1.0; 6],
-            batch_size: 3,
+            weights: vec![1.0; tasks.len()],
+            tasks,
+            batch_size,
             patch: 48,
             augment,
-            repeat: 1,
+            repeat: crops_per_image,
+            crops_per_image,
             rank: 0,
             world_size: 1,
         },
@@ -76,4 +93,36 @@ fn batches_are_identical_for_any_worker_count_and_across_epochs() {
     // Different seeds of flips: augmented and plain crops differ somewhere.
     let plain = collect(1, 2, 8, false);
     assert!(one.iter().zip(&plain).any(|(a, b)| a.3 != b.3));
+}
+
+#[test]
+fn crops_of_one_image_share_one_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..6u32 {
+        let img = image::RgbImage::from_fn(120, 100, |x, y| {
+            image::Rgb([
+                (x * 2 + i * 40) as u8,
+                (y * 2) as u8,
+                ((x * y + i) % 256) as u8,
+            ])
+        });
+        img.save(dir.path().join(format!("{i}.png"))).unwrap();
+    }
+    let f = factory_over(
+        ImageSource::folder(dir.path()).unwrap(),
+        false,
+        vec![Task::Sr2],
+        4,
+        2,
+    );
+    let mut crops = Vec::new();
+    for k in 0..3 {
+        let b = f.build_index(k).unwrap();
+        crops.push(Vec::<f32>::try_from(b.hr.flatten(0, -1)).unwrap());
+    }
+    // 12 crops from 6 files read once each (groups of 2 never straddle a batch of 4) ...
+    assert_eq!(f.stats.files_read(), 6);
+    // ... and the two crops of a group are different cuts of the same image.
+    let n = 3 * 96 * 96;
+    assert_ne!(crops[0][..n], crops[0][n..2 * n]);
 }

@@ -168,16 +168,25 @@ impl BatchFactory {
         let mut hr_data: Vec<f32> = Vec::with_capacity(b * 3 * crop * crop);
         let mut got = 0;
         let (mut n_bad, mut n_small) = (0usize, 0usize);
+        // The last decoded image: consecutive items of one image (`crops_per_image`) share it.
+        let mut decoded: Option<(usize, Sample)> = None;
         for attempt in 0..order.len() {
             if got == b {
                 break;
             }
             let idx = order[(plan.start + attempt) % order.len()];
+            if decoded.as_ref().is_none_or(|(i, _)| *i != idx) {
+                decoded = None;
+            }
             let is_file = !matches!(self.source, ImageSource::Embedded { .. });
-            if is_file {
+            if is_file && decoded.is_none() {
                 self.stats.files_read.fetch_add(1, Ordering::Relaxed);
             }
-            let sample = match self.source.load(idx) {
+            let loaded = match decoded.take() {
+                Some((_, s)) => Ok(s),
+                None => self.source.load(idx),
+            };
+            let sample = match loaded {
                 Ok(s) => s,
                 Err(e) => {
                     n_bad += 1;
@@ -196,6 +205,7 @@ impl BatchFactory {
             if h < crop || w < crop {
                 n_small += 1;
                 self.stats.record_small(&self.source.describe(idx));
+                decoded = Some((idx, sample));
                 continue;
             }
             let mut rng = self.sampler.slot_rng(plan, attempt as u64);
@@ -229,6 +239,7 @@ impl BatchFactory {
             lr_data.extend(lr.iter());
             hr_data.extend(hr.iter());
             got += 1;
+            decoded = Some((idx, sample));
         }
         if got < b {
             return Err(DataError::NoUsableImages {

@@ -46,6 +46,8 @@ pub struct SamplerConfig {
     pub augment: bool,
     /// Items per source image per epoch.
     pub repeat: usize,
+    /// Consecutive items of the epoch order that come from the same image (divides `repeat`).
+    pub crops_per_image: usize,
     /// This process's rank.
     pub rank: usize,
     /// Number of processes.
@@ -117,10 +119,12 @@ impl Sampler {
             || cfg.rank >= cfg.world_size
             || cfg.repeat == 0
             || cfg.batch_size == 0
+            || cfg.crops_per_image == 0
+            || !cfg.repeat.is_multiple_of(cfg.crops_per_image)
         {
             return Err(SamplerError::Invalid(format!(
-                "rank {} of {}, repeat {}, batch {}",
-                cfg.rank, cfg.world_size, cfg.repeat, cfg.batch_size
+                "rank {} of {}, repeat {}, crops per image {}, batch {}",
+                cfg.rank, cfg.world_size, cfg.repeat, cfg.crops_per_image, cfg.batch_size
             )));
         }
         let s = Sampler {
@@ -165,9 +169,12 @@ impl Sampler {
         self.items_per_epoch() / self.global_batch()
     }
 
-    /// Epoch `epoch`'s order of all items, as source image indices.
+    /// Epoch `epoch`'s order of all items, as source image indices: a shuffle of the groups of
+    /// `crops_per_image` items of one image, each group's items next to each other (with one
+    /// crop per image, a shuffle of the items).
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
-        let n = self.items_per_epoch();
+        let k = self.cfg.crops_per_image;
+        let n = self.items_per_epoch() / k;
         let mut order: Vec<usize> = (0..n).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(self.cfg.seed, &[TAG_ORDER, epoch]));
         // Fisher–Yates, spelled out so the order never depends on a library's shuffle algorithm.
@@ -175,9 +182,10 @@ impl Sampler {
             let j = rng.random_range(0..=i);
             order.swap(i, j);
         }
+        let groups_per_image = self.cfg.repeat / k;
         order
             .into_iter()
-            .map(|item| item / self.cfg.repeat)
+            .flat_map(|group| std::iter::repeat_n(group / groups_per_image, k))
             .collect()
     }
 
@@ -234,6 +242,7 @@ mod tests {
             patch: 48,
             augment: false,
             repeat: 2,
+            crops_per_image: 1,
             rank,
             world_size: world,
         }
@@ -313,6 +322,29 @@ mod tests {
         assert_eq!(r0.plan(7).task, r1.plan(7).task);
         let (mut x, mut y) = (r0.slot_rng(&r0.plan(7), 0), r1.slot_rng(&r1.plan(7), 0));
         assert_ne!(x.random::<u64>(), y.random::<u64>());
+    }
+
+    #[test]
+    fn crops_of_one_image_stay_together() {
+        let n = 50;
+        let mut c = cfg(4, 0, 1);
+        c.repeat = 4;
+        c.crops_per_image = 2;
+        let s = Sampler::new(c.clone(), n).unwrap();
+        let order = s.epoch_order(3);
+        assert_eq!(order.len(), 200);
+        for pair in order.chunks(2) {
+            assert_eq!(pair[0], pair[1], "{order:?}");
+        }
+        let mut all = order.clone();
+        all.sort();
+        assert_eq!(all, (0..n).flat_map(|i| [i; 4]).collect::<Vec<_>>());
+        // One crop per image is the plain shuffle of the items.
+        c.crops_per_image = 1;
+        let one = Sampler::new(c.clone(), n).unwrap().epoch_order(3);
+        assert!(one.windows(2).filter(|w| w[0] == w[1]).count() < 20);
+        c.crops_per_image = 3;
+        assert!(Sampler::new(c, n).is_err()); // 3 does not divide repeat 4
     }
 
     #[test]

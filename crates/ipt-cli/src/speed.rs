@@ -1,0 +1,480 @@
+//! `ipt bench-speed`: how fast this build runs what a user of the project waits for, on the
+//! device it finds — whole-image restore, training steps, the data pipeline, bicubic and SSIM —
+//! as a Markdown table (or `--json`), with the device, threads and versions in the header.
+//! `docs/performance.md` holds its output.
+//!
+//! Each row repeats its work until `--seconds` have passed (after one untimed warm-up run) and
+//! reports the work done over the time taken. Models are randomly initialised (seed 0): speed
+//! does not depend on the weights.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use ipt_degrade::{synthesize_with, Task};
+use ipt_model::chop::ChopMode;
+use ipt_model::device::DeviceSpec;
+use ipt_model::restore::{restore_image, windows_for, RestoreOptions};
+use ipt_model::{Ipt, IptConfig};
+use ipt_train::data::pipeline::BatchFactory;
+use ipt_train::data::{Batch, BatchPlan, DataStats, ImageSource, Sampler, SamplerConfig};
+use ipt_train::trainer::{RunOptions, StopSignal};
+use ipt_train::{DataRoots, ExperimentConfig, Mode, Trainer};
+use ndarray::Array3;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tch::{nn, Device, Kind, Tensor};
+
+/// Arguments of `ipt bench-speed`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Device for the network rows: auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceSpec,
+    /// Folder of training images for the data-pipeline rows (JPEG/PNG, searched recursively)
+    /// [default: $IPT_TRAIN_DATA, else data/train; the embedded procedural images when neither
+    /// exists].
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
+    /// Seconds of timed work per row (at least one repetition after the warm-up).
+    #[arg(long, default_value_t = 3.0, value_name = "S")]
+    seconds: f64,
+    /// Leave out the base-model rows (minutes on a CPU).
+    #[arg(long)]
+    quick: bool,
+    /// Print JSON instead of the Markdown table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    /// What was measured.
+    work: String,
+    /// The rate.
+    value: f64,
+    /// Its unit.
+    unit: &'static str,
+    /// How: sizes, settings.
+    detail: String,
+}
+
+/// What the figures were measured on.
+#[derive(Debug, Clone, Serialize)]
+struct Header {
+    ipt_rs: &'static str,
+    libtorch: &'static str,
+    device: String,
+    cpu: String,
+    intra_op_threads: i32,
+    data_images: String,
+}
+
+#[derive(Serialize)]
+struct Report {
+    header: Header,
+    rows: Vec<Row>,
+}
+
+/// Run the benchmark and print the table.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if !(args.seconds.is_finite() && args.seconds > 0.0) {
+        bail!("--seconds {}: must be a positive number", args.seconds);
+    }
+    let device = args.device.resolve()?;
+    let images = data_images(args.images.as_deref())?;
+    let header = Header {
+        ipt_rs: env!("CARGO_PKG_VERSION"),
+        libtorch: option_env!("IPT_LIBTORCH_LIB").unwrap_or("<unknown>"),
+        device: format!("{device:?}"),
+        cpu: cpu_model(),
+        intra_op_threads: tch::get_num_threads(),
+        data_images: describe(&images),
+    };
+    let bench = Bench {
+        seconds: args.seconds,
+        device,
+    };
+    let mut rows = Vec::new();
+    let mut add = |row: Row| {
+        eprintln!("{:<48} {:>10.2} {}", row.work, row.value, row.unit);
+        rows.push(row);
+    };
+    let models: &[(&str, IptConfig)] = if args.quick {
+        &[]
+    } else {
+        &[("base", IptConfig::base(&[2]))]
+    };
+    let tiny = IptConfig::tiny(&[2]);
+    for (name, cfg) in models.iter().chain([&("tiny", tiny.clone())]) {
+        for mode in [ChopMode::Exact, ChopMode::Fast] {
+            for bf16 in [false, true]
+                .into_iter()
+                .filter(|&b| !b || device.is_cuda())
+            {
+                add(bench.restore(name, cfg, mode, bf16)?);
+            }
+        }
+    }
+    let presets: &[(&str, usize)] = if args.quick {
+        &[("tiny", 16)]
+    } else {
+        &[("base", 2), ("tiny", 16)]
+    };
+    for &(preset, batch) in presets {
+        for lambda in [0.0, 0.1] {
+            add(bench.train_step(preset, batch, lambda)?);
+        }
+    }
+    add(bench.decode(&images)?);
+    for task in Task::ALL {
+        add(bench.synthesize(task)?);
+    }
+    for crops in [1, 4] {
+        for task in Task::ALL {
+            add(bench.pipeline(&images, task, crops)?);
+        }
+    }
+    add(bench.bicubic()?);
+    add(bench.ssim()?);
+    let report = Report { header, rows };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", markdown(&report));
+    }
+    Ok(())
+}
+
+/// The Markdown table.
+fn markdown(r: &Report) -> String {
+    let h = &r.header;
+    let mut s = format!(
+        "ipt-rs {}, libtorch {}\ndevice {}, CPU {}, {} intra-op threads\ndata-pipeline images: {}\n\n\
+         | work | rate | unit | how |\n|---|---:|---|---|\n",
+        h.ipt_rs, h.libtorch, h.device, h.cpu, h.intra_op_threads, h.data_images
+    );
+    for row in &r.rows {
+        s += &format!(
+            "| {} | {} | {} | {} |\n",
+            row.work,
+            figure(row.value),
+            row.unit,
+            row.detail
+        );
+    }
+    s
+}
+
+/// Three significant digits.
+fn figure(v: f64) -> String {
+    match v.abs() {
+        x if x >= 100.0 => format!("{v:.0}"),
+        x if x >= 10.0 => format!("{v:.1}"),
+        _ => format!("{v:.2}"),
+    }
+}
+
+/// `model name` of /proc/cpuinfo, or the architecture.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// `N files under DIR`, or `N embedded procedural images`.
+fn describe(images: &ImageSource) -> String {
+    match images {
+        ImageSource::Files(f) => {
+            let first = f
+                .first()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            format!("{} files (first {first})", f.len())
+        }
+        other => format!("{} embedded procedural images of 400×400", other.len()),
+    }
+}
+
+/// The images of the data-pipeline rows.
+fn data_images(flag: Option<&Path>) -> anyhow::Result<ImageSource> {
+    let dir = match flag {
+        Some(d) => d.to_path_buf(),
+        None => DataRoots::resolve(None, None).train,
+    };
+    if flag.is_none() && !dir.is_dir() {
+        // 200 procedural images of 400² (the SR×4 crop is 192²)
+        return Ok(ImageSource::embedded(0, 200, 400));
+    }
+    ImageSource::folder(&dir).with_context(|| format!("--images {}", dir.display()))
+}
+
+struct Bench {
+    seconds: f64,
+    device: Device,
+}
+
+impl Bench {
+    /// Run `work` once untimed, then until `seconds` have passed; `work` returns the units it
+    /// did. Returns units per second.
+    fn rate(&self, mut work: impl FnMut() -> anyhow::Result<usize>) -> anyhow::Result<f64> {
+        work()?;
+        self.sync();
+        let start = Instant::now();
+        let mut done = 0;
+        while done == 0 || start.elapsed().as_secs_f64() < self.seconds {
+            done += work()?;
+            self.sync();
+        }
+        Ok(done as f64 / start.elapsed().as_secs_f64())
+    }
+
+    fn sync(&self) {
+        if let Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    }
+
+    /// Whole-image ×2 restore of a 96×96 input: windows per second.
+    fn restore(
+        &self,
+        name: &str,
+        cfg: &IptConfig,
+        chop: ChopMode,
+        bf16: bool,
+    ) -> anyhow::Result<Row> {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(self.device);
+        let model = Ipt::new(&vs.root(), cfg)?;
+        let side = 96;
+        let image = random_image(side, side);
+        let opts = RestoreOptions {
+            chop,
+            bf16,
+            ..RestoreOptions::default()
+        };
+        let windows = windows_for(side, side, cfg.patch_size, &opts);
+        let rate = self.rate(|| {
+            restore_image(&model, 0, &image, self.device, &opts, |_| {})?;
+            Ok(windows)
+        })?;
+        Ok(Row {
+            work: format!(
+                "restore {name} ×2, {} chop{}",
+                chop.name(),
+                if bf16 { ", bf16" } else { "" }
+            ),
+            value: rate,
+            unit: "windows/s",
+            detail: format!(
+                "{side}×{side} input, {windows} windows of {p}×{p}, {c} per call",
+                p = cfg.patch_size,
+                c = opts.crop_batch
+            ),
+        })
+    }
+
+    /// Training steps of `preset` with batch `batch` (forward, L1 + λ·SupCon, backward,
+    /// clipping, Adam, through [`Trainer::step`]): patches per second.
+    fn train_step(&self, preset: &str, batch: usize, lambda: f64) -> anyhow::Result<Row> {
+        let dir = tempfile::tempdir()?;
+        let text = format!(
+            "name = \"speed\"\n[model]\npreset = \"{preset}\"\n[tasks]\nnames = [\"sr2\", \
+             \"denoise30\"]\n[data]\nsource = \"embedded\"\nimages = 64\nimage_size = 96\n\
+             [optim]\nbatch_size = {batch}\nsteps = 1000000\n[loss]\nlambda = {lambda}\n\
+             [validation]\nevery = 0\n[runtime]\ndevice = \"{}\"\n",
+            match self.device {
+                Device::Cuda(i) => format!("cuda:{i}"),
+                _ => "cpu".into(),
+            }
+        );
+        let cfg_path = dir.path().join("speed.toml");
+        let cfg = ExperimentConfig::from_toml_str(&text, &cfg_path)?;
+        let opts = RunOptions {
+            config_path: cfg_path,
+            run_dir: dir.path().join("run"),
+            mode: Mode::Pretrain,
+            stop_after: None,
+            verbose: false,
+            roots: DataRoots::resolve(None, None),
+            stop: StopSignal::new(),
+            distributed: None,
+        };
+        let mut trainer = Trainer::new(&cfg, &opts)?;
+        let (lr, hr) = (random_batch(batch, 48), random_batch(batch, 96));
+        let batch_in = Batch {
+            plan: BatchPlan {
+                index: 0,
+                epoch: 0,
+                index_in_epoch: 0,
+                task_pos: 0,
+                task: Task::Sr2,
+                start: 0,
+                first_slot: 0,
+            },
+            lr,
+            hr,
+        };
+        let params = trainer.parameter_count();
+        let rate = self.rate(|| {
+            trainer.step(&batch_in)?;
+            Ok(batch)
+        })?;
+        Ok(Row {
+            work: format!(
+                "train {preset}, {}",
+                if lambda > 0.0 {
+                    "L1 + 0.1·SupCon"
+                } else {
+                    "L1"
+                }
+            ),
+            value: rate,
+            unit: "patches/s",
+            detail: format!(
+                "sr2 step (fwd, loss, bwd, clip, Adam), batch {batch} of 48², {:.2} M parameters",
+                params as f64 / 1e6
+            ),
+        })
+    }
+
+    /// Decoding the training images (the first stage of the data pipeline): images per second.
+    fn decode(&self, images: &ImageSource) -> anyhow::Result<Row> {
+        let n = images.len();
+        let mut i = 0;
+        let mut pixels = 0usize;
+        let rate = self.rate(|| {
+            let sample = images.load(i % n)?;
+            let (h, w) = sample.dims();
+            pixels += h * w;
+            i += 1;
+            Ok(1)
+        })?;
+        Ok(Row {
+            work: "decode training images".into(),
+            value: rate,
+            unit: "images/s",
+            detail: format!(
+                "one thread, mean {:.2} MP per image",
+                pixels as f64 / i.max(1) as f64 / 1e6
+            ),
+        })
+    }
+
+    /// Degrading one HR crop into its LR input (the second stage): patches per second.
+    fn synthesize(&self, task: Task) -> anyhow::Result<Row> {
+        let hr = random_image(task.hr_patch(48), task.hr_patch(48));
+        let rain = ipt_degrade::rain::RainSource::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let rate = self.rate(|| {
+            let _ = synthesize_with(&hr, task, &rain, &mut rng);
+            Ok(1)
+        })?;
+        Ok(Row {
+            work: format!("synthesize {task}"),
+            value: rate,
+            unit: "patches/s",
+            detail: format!("one thread, HR crop {0}×{0} → LR 48×48", task.hr_patch(48)),
+        })
+    }
+
+    /// Whole batches of `task` from the images (decode, crop, synthesize, to tensors), one
+    /// worker, `crops` crops per decoded image (`data.crops_per_image`): patches per second.
+    fn pipeline(&self, images: &ImageSource, task: Task, crops: usize) -> anyhow::Result<Row> {
+        let batch = 16;
+        let factory = BatchFactory {
+            sampler: Sampler::new(
+                SamplerConfig {
+                    seed: 0,
+                    tasks: vec![task],
+                    weights: vec![1.0],
+                    batch_size: batch,
+                    patch: 48,
+                    augment: false,
+                    repeat: crops,
+                    crops_per_image: crops,
+                    rank: 0,
+                    world_size: 1,
+                },
+                images.len(),
+            )?,
+            source: images.clone(),
+            rain: ipt_degrade::rain::RainSource::default(),
+            max_bad_fraction: 1.0,
+            bad_file_grace: usize::MAX,
+            stats: DataStats::default(),
+        };
+        let mut k = 0;
+        let rate = self.rate(|| {
+            factory.build_index(k)?;
+            k += 1;
+            Ok(batch)
+        })?;
+        let skipped = factory.stats.small_skips();
+        Ok(Row {
+            work: format!(
+                "data pipeline {task}, {crops} crop{} per image",
+                if crops > 1 { "s" } else { "" }
+            ),
+            value: rate,
+            unit: "patches/s",
+            detail: format!(
+                "one worker, batches of {batch}{}",
+                if skipped > 0 {
+                    format!(", {skipped} crops skipped (image too small)")
+                } else {
+                    String::new()
+                }
+            ),
+        })
+    }
+
+    /// MATLAB-exact bicubic ↓4 of a 1024² RGB image: megapixels (input) per second.
+    fn bicubic(&self) -> anyhow::Result<Row> {
+        let img = random_image(1024, 1024);
+        let rate = self.rate(|| {
+            let _ = ipt_degrade::resize::imresize(&img, 0.25);
+            Ok(1)
+        })?;
+        Ok(Row {
+            work: "bicubic ↓4 (MATLAB imresize)".into(),
+            value: rate * 1024.0 * 1024.0 / 1e6,
+            unit: "MP/s",
+            detail: format!("1024² RGB, {:.2} ms per image", 1e3 / rate),
+        })
+    }
+
+    /// SSIM on the Y channel of a 1024² pair: megapixels per second.
+    fn ssim(&self) -> anyhow::Result<Row> {
+        let (a, b) = (random_image(1024, 1024), random_image(1024, 1024));
+        let rate = self.rate(|| {
+            ipt_metrics::ssim_y(a.view(), b.view(), 0)?;
+            Ok(1)
+        })?;
+        Ok(Row {
+            work: "SSIM-Y".into(),
+            value: rate * 1024.0 * 1024.0 / 1e6,
+            unit: "MP/s",
+            detail: format!("1024² RGB pair, {:.2} ms per pair", 1e3 / rate),
+        })
+    }
+}
+
+/// A seeded random RGB image on 0–255.
+fn random_image(h: usize, w: usize) -> Array3<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    Array3::from_shape_simple_fn((3, h, w), || rng.random_range(0.0..255.0f32))
+}
+
+/// A random `[b, 3, side, side]` batch on 0–255 (CPU, as the pipeline delivers).
+fn random_batch(b: usize, side: i64) -> Tensor {
+    Tensor::rand([b as i64, 3, side, side], (Kind::Float, Device::Cpu)) * 255.0
+}
