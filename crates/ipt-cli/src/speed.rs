@@ -15,7 +15,7 @@ use ipt_degrade::{synthesize_with, Task};
 use ipt_model::chop::ChopMode;
 use ipt_model::device::DeviceSpec;
 use ipt_model::restore::{restore_image, windows_for, RestoreOptions};
-use ipt_model::{Ipt, IptConfig};
+use ipt_model::{AttentionKernel, Ipt, IptConfig};
 use ipt_train::data::pipeline::BatchFactory;
 use ipt_train::data::{Batch, BatchPlan, DataStats, ImageSource, Sampler, SamplerConfig};
 use ipt_train::trainer::{RunOptions, StopSignal};
@@ -108,15 +108,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &[("base", IptConfig::base(&[2]))]
     };
     let tiny = IptConfig::tiny(&[2]);
+    // The other attention kernel than the device's default, to show what it would change.
+    let other = match device {
+        Device::Cpu => AttentionKernel::Fused,
+        _ => AttentionKernel::Explicit,
+    };
     for (name, cfg) in models.iter().chain([&("tiny", tiny.clone())]) {
         for mode in [ChopMode::Exact, ChopMode::Fast] {
             for bf16 in [false, true]
                 .into_iter()
                 .filter(|&b| !b || device.is_cuda())
             {
-                add(bench.restore(name, cfg, mode, bf16)?);
+                add(bench.restore(name, cfg, mode, bf16, None)?);
             }
         }
+        add(bench.restore(name, cfg, ChopMode::Exact, false, Some(other))?);
     }
     let presets: &[(&str, usize)] = if args.quick {
         &[("tiny", 16)]
@@ -258,10 +264,14 @@ impl Bench {
         cfg: &IptConfig,
         chop: ChopMode,
         bf16: bool,
+        kernel: Option<AttentionKernel>,
     ) -> anyhow::Result<Row> {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(self.device);
-        let model = Ipt::new(&vs.root(), cfg)?;
+        let mut model = Ipt::new(&vs.root(), cfg)?;
+        if let Some(k) = kernel {
+            model.set_attention_kernel(k);
+        }
         let side = 96;
         let image = random_image(side, side);
         let opts = RestoreOptions {
@@ -270,22 +280,53 @@ impl Bench {
             ..RestoreOptions::default()
         };
         let windows = windows_for(side, side, cfg.patch_size, &opts);
+        let mut last = None;
         let rate = self.rate(|| {
-            restore_image(&model, 0, &image, self.device, &opts, |_| {})?;
+            last = Some(restore_image(
+                &model,
+                0,
+                &image,
+                self.device,
+                &opts,
+                |_| {},
+            )?);
             Ok(windows)
         })?;
+        // With another kernel than the default: how far it moves the image.
+        let mut delta = String::new();
+        if let (Some(k), Some(out)) = (kernel, last) {
+            model.set_attention_kernel(AttentionKernel::Auto);
+            let default = restore_image(&model, 0, &image, self.device, &opts, |_| {})?;
+            let d = (&out - &default).fold(0.0f32, |m, v| m.max(v.abs()));
+            let top = default.fold(0.0f32, |m, v| m.max(v.abs()));
+            delta = format!(
+                "; max |Δ| from the default ({}) kernel {d:.1e} on values up to {top:.0}",
+                if k == AttentionKernel::Fused {
+                    "explicit"
+                } else {
+                    "fused"
+                }
+            );
+        }
         Ok(Row {
             work: format!(
-                "restore {name} ×2, {} chop{}",
+                "restore {name} ×2, {} chop{}{}",
                 chop.name(),
-                if bf16 { ", bf16" } else { "" }
+                if bf16 { ", bf16" } else { "" },
+                match kernel {
+                    Some(AttentionKernel::Fused) => ", fused attention",
+                    Some(_) => ", explicit attention",
+                    None => "",
+                }
             ),
             value: rate,
             unit: "windows/s",
             detail: format!(
-                "{side}×{side} input, {windows} windows of {p}×{p}, {c} per call",
+                "{side}×{side} input, {windows} windows of {p}×{p}, {c} per call, {t:.2} s per \
+                 image{delta}",
                 p = cfg.patch_size,
-                c = opts.crop_batch
+                c = opts.crop_batch,
+                t = windows as f64 / rate
             ),
         })
     }

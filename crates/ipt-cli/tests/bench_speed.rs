@@ -29,9 +29,10 @@ fn quick_run_measures_every_row() {
         .contains("embedded"));
     let rows = v["rows"].as_array().unwrap();
     let works: Vec<&str> = rows.iter().map(|r| r["work"].as_str().unwrap()).collect();
-    // tiny restore ×2 (exact, fast), tiny training (L1, L1 + SupCon), decode, 6 synthesize,
+    // tiny restore ×2 (exact, fast, exact with fused attention), tiny training (L1, L1 + SupCon),
+    // decode, 6 synthesize,
     // 6 × 2 pipeline (1 and 4 crops per image), bicubic and SSIM on one thread and on all
-    assert_eq!(rows.len(), 2 + 2 + 1 + 6 + 12 + 4, "{works:?}");
+    assert_eq!(rows.len(), 3 + 2 + 1 + 6 + 12 + 4, "{works:?}");
     for w in [
         "restore tiny ×2, exact chop",
         "train tiny, L1 + 0.1·SupCon",

@@ -20,10 +20,10 @@ pub(crate) enum InProjInit {
 /// How the attention product softmax(QKᵀ/√d_h)V is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AttentionKernel {
-    /// [`Fused`](Self::Fused), except when training on the CPU, where it is
-    /// [`Explicit`](Self::Explicit) (CPU training then matches PyTorch's `nn.MultiheadAttention`
-    /// bit for bit, and the fused kernel's backward brings little there). On a 2-core CPU the
-    /// fused kernel restores base-model windows about 1.2× faster (`cargo xtask bench-speed`).
+    /// [`Explicit`](Self::Explicit) for CPU tensors, [`Fused`](Self::Fused) otherwise. (On a
+    /// 2-core CPU the fused kernel restores base-model windows about 1.2× faster, but its float32
+    /// result is further from the float64 network and up to ≈0.03 from PyTorch's on 0–255: see
+    /// `examples/kernel_error.rs` and docs/performance.md.)
     #[default]
     Auto,
     /// Scale Q by 1/√d_h, Q·Kᵀ, softmax, ·V: the operations of PyTorch's
@@ -126,7 +126,7 @@ impl MultiheadAttention {
         let v = split(value, 2, lk);
         let p = if train { self.dropout } else { 0.0 };
         let fused = match self.kernel {
-            AttentionKernel::Auto => !train || query.device() != tch::Device::Cpu,
+            AttentionKernel::Auto => query.device() != tch::Device::Cpu,
             AttentionKernel::Explicit => false,
             AttentionKernel::Fused => true,
         };

@@ -64,8 +64,8 @@ impl Ipt {
         &self.config
     }
 
-    /// Selects how attention is computed (default [`AttentionKernel::Auto`]: libtorch's fused
-    /// kernel, except for training on the CPU, which uses the explicit PyTorch-identical product).
+    /// Selects how attention is computed (default [`AttentionKernel::Auto`]: the explicit
+    /// PyTorch-identical product on CPU, libtorch's fused kernel on GPUs).
     pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
         self.body.set_attention_kernel(kernel);
     }
