@@ -111,18 +111,18 @@ impl Adam {
                 // v ← β₂·v + (1 − β₂)·g²
                 let _ = g.square_();
                 let _ = self.v[i].lerp_(g, 1.0 - b2);
-                // g ← lr/bc1 · m / (√v/√bc2 + ε)
+                // g ← −bc1/lr · (√v/√bc2 + ε), then p ← p + m / g = p − lr/bc1 · m / (√v/√bc2 + ε)
+                // (tch's `addcdiv_` has no scale argument, so the scale goes into the divisor:
+                // five passes over the tensor instead of seven).
                 let _ = self.v[i].sqrt_out(g);
                 let _ = g.g_div_scalar_(bc2.sqrt());
                 let _ = g.g_add_scalar_(eps);
-                let _ = g.reciprocal_();
-                let _ = g.g_mul_(&self.m[i]);
-                let _ = g.g_mul_scalar_(lr / bc1);
+                let _ = g.g_mul_scalar_(-bc1 / lr);
                 let kind = self.params[i].kind();
                 if kind == g.kind() {
-                    let _ = self.params[i].g_sub_(g);
+                    let _ = self.params[i].addcdiv_(&self.m[i], g);
                 } else {
-                    let _ = self.params[i].g_sub_(&g.to_kind(kind));
+                    let _ = self.params[i].g_add_(&self.m[i].g_div(g).to_kind(kind));
                 }
             }
         });
@@ -213,6 +213,7 @@ pub enum Clip {
 /// clipping (a 0-dim f32 tensor, not synchronised to the host).
 pub fn clip_gradients(grads: &mut [Tensor], clip: Clip) -> Tensor {
     tch::no_grad(|| {
+        // One norm per gradient, used for the global norm and for per-tensor clipping alike.
         let norms: Vec<Tensor> = grads
             .iter()
             .filter(|g| g.defined())
@@ -226,8 +227,8 @@ pub fn clip_gradients(grads: &mut [Tensor], clip: Clip) -> Tensor {
         match clip {
             Clip::None => {}
             Clip::PerTensor(c) => {
-                for g in grads.iter_mut().filter(|g| g.defined()) {
-                    let scale = c / g.to_kind(Kind::Float).norm().clamp_min(c);
+                for (g, norm) in grads.iter_mut().filter(|g| g.defined()).zip(&norms) {
+                    let scale = c / norm.clamp_min(c);
                     let _ = g.g_mul_(&scale.to_kind(g.kind()));
                 }
             }
