@@ -7,29 +7,20 @@
 //! - two "machines": two network namespaces joined by a veth pair (root and `ip` only; skipped otherwise).
 
 use std::path::Path;
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use ipt_dist::testing::{free_port, netns_unavailable, Netns, Rank};
+use ipt_dist::testing::{free_port, netns_unavailable, rank_cmd, Netns, Rank};
 
-const CHECK: &str = env!("CARGO_BIN_EXE_ipt-dist-check");
-
-/// `ipt-dist-check ARGS` as rank `rank` of `world`.
-fn rank_cmd(
-    wrapper: &[&str],
-    rank: usize,
-    world: usize,
-    master: &str,
-    port: u16,
-    args: &[&str],
-) -> Command {
-    ipt_dist::testing::rank_cmd(Path::new(CHECK), wrapper, rank, world, master, port, args)
+/// The binary every rank runs.
+fn check() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_ipt-dist-check"))
 }
 
 fn local_ranks(world: usize, args: &[&str]) -> Vec<Rank> {
     let port = free_port();
     (0..world)
-        .map(|r| Rank::spawn(rank_cmd(&[], r, world, "127.0.0.1", port, args)))
+        .map(|r| Rank::spawn(rank_cmd(check(), &[], r, world, "127.0.0.1", port, args)))
         .collect()
 }
 
@@ -118,7 +109,15 @@ fn a_rank_whose_peers_never_come_fails_to_connect_within_the_timeout() {
     // rank 1 alone: the store on rank 0 never appears
     let port = free_port();
     let start = Instant::now();
-    let mut lone = Rank::spawn(rank_cmd(&[], 1, 2, "127.0.0.1", port, &["--timeout", "2"]));
+    let mut lone = Rank::spawn(rank_cmd(
+        check(),
+        &[],
+        1,
+        2,
+        "127.0.0.1",
+        port,
+        &["--timeout", "2"],
+    ));
     let (status, out) = lone.finish(Duration::from_secs(60));
     let took = start.elapsed();
     assert!(
@@ -155,6 +154,7 @@ fn two_machines_in_network_namespaces() {
         .map(|r| {
             let wrapper = ["ip", "netns", "exec", ns.names[r].as_str()];
             Rank::spawn(rank_cmd(
+                check(),
                 &wrapper,
                 r,
                 2,
