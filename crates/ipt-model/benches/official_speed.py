@@ -14,7 +14,10 @@ Rows (each: one untimed warm-up, then repeated until --seconds have passed):
   of a few hundred kilobytes, is left out: it costs well under 1 % of the network time);
 - training steps (forward, L1, backward, per-tensor norm clipping to 1, torch.optim.Adam) of the
   base model at batch 2 and the tiny model at batch 16, sr2, 48x48 inputs, two tasks (sr2,
-  denoise30) as `ipt bench-speed`;
+  denoise30) as `ipt bench-speed`; and with L1 + 0.1 * SupCon on the decoder tokens (`con=True`),
+  SupCon written out below as the supervised-contrastive loss of Khosla et al. in the form the
+  MindSpore IPT training uses (each image's tokens are positives of each other, tau 0.07,
+  L2Normalize with epsilon 1e-4, 1e-8 inside the log);
 - scikit-image SSIM (Gaussian weights, sigma 1.5, no sample covariance, data range 255) of the BT.601
   Y planes of a 1024x1024 RGB pair, with and without the colour conversion;
 - Pillow's BICUBIC downscaling by 4 of a 1024x1024 RGB image (not MATLAB-exact; for scale).
@@ -93,9 +96,33 @@ def restore_row(ipt_mod, seconds, side=96):
     }
 
 
-def train_row(ipt_mod, seconds, preset, batch):
+def supcon(tokens, tau=0.07, base_tau=0.07):
+    """Supervised-contrastive loss of tokens [B, N, d]: positives are the other tokens of the same image."""
+    b, n, _ = tokens.shape
+    z = tokens / tokens.pow(2).sum(-1, keepdim=True).clamp_min(1e-4).sqrt()
+    z = z.transpose(0, 1).reshape(n * b, -1)  # patch-major rows, as the contrast views are stacked
+    logits = z @ z.t() / tau
+    logits = logits - logits.max(dim=1, keepdim=True).values.detach()
+    images = torch.arange(b).repeat(n)
+    not_self = 1.0 - torch.eye(n * b)
+    positives = (images[:, None] == images[None, :]).float() * not_self
+    exp = torch.exp(logits) * not_self
+    log_prob = logits - torch.log(exp.sum(1, keepdim=True) + 1e-8)
+    mean_log_prob_pos = (positives * log_prob).sum(1) / positives.sum(1)
+    return -(tau / base_tau) * mean_log_prob_pos.mean()
+
+
+def train_row(ipt_mod, seconds, preset, batch, lam=0.0):
     model = build(ipt_mod, preset, [2, 1]).train()
     model.set_scale(0)
+
+    def forward(x):
+        if lam == 0.0:
+            return model(x), None
+        h = model.head[0](model.sub_mean(x))
+        res, con = model.body(h, 0, con=True)
+        return model.add_mean(model.tail[0](res + h)), con
+
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=1e-4)
     g = torch.Generator().manual_seed(7)
@@ -104,7 +131,10 @@ def train_row(ipt_mod, seconds, preset, batch):
 
     def work():
         opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.l1_loss(model(lr), hr)
+        out, con = forward(lr)
+        loss = torch.nn.functional.l1_loss(out, hr)
+        if con is not None:
+            loss = loss + lam * supcon(con)
         loss.backward()
         for p in params:
             if p.grad is not None:
@@ -114,7 +144,7 @@ def train_row(ipt_mod, seconds, preset, batch):
 
     n = sum(p.numel() for p in params)
     return {
-        "work": f"train {preset}, L1",
+        "work": f"train {preset}, " + ("L1" if lam == 0.0 else f"L1 + {lam}·SupCon"),
         "value": rate(seconds, work),
         "unit": "patches/s",
         "detail": f"official model, sr2 step (fwd, L1, bwd, per-tensor clip, Adam), batch {batch}, "
@@ -173,6 +203,7 @@ def main():
         rows.append(restore_row(ipt_mod, a.seconds))
         rows.append(train_row(ipt_mod, a.seconds, "base", 2))
     rows.append(train_row(ipt_mod, a.seconds, "tiny", 16))
+    rows.append(train_row(ipt_mod, a.seconds, "tiny", 16, 0.1))
     rows += ssim_rows(a.seconds)
     rows.append(bicubic_row(a.seconds))
     header = {"torch": torch.__version__, "intra_op_threads": torch.get_num_threads()}
