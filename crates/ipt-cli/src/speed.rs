@@ -204,6 +204,9 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
+/// Side of the embedded procedural images used without a training folder (the SR×4 crop is 192).
+const EMBEDDED_SIDE: usize = 400;
+
 /// `N files under DIR`, or `N embedded procedural images`.
 fn describe(images: &ImageSource) -> String {
     match images {
@@ -214,7 +217,10 @@ fn describe(images: &ImageSource) -> String {
                 .unwrap_or_default();
             format!("{} files (first {first})", f.len())
         }
-        other => format!("{} embedded procedural images of 400×400", other.len()),
+        other => format!(
+            "{} embedded procedural images of {EMBEDDED_SIDE}×{EMBEDDED_SIDE}",
+            other.len()
+        ),
     }
 }
 
@@ -225,8 +231,7 @@ fn data_images(flag: Option<&Path>) -> anyhow::Result<ImageSource> {
         None => DataRoots::resolve(None, None).train,
     };
     if flag.is_none() && !dir.is_dir() {
-        // 200 procedural images of 400² (the SR×4 crop is 192²)
-        return Ok(ImageSource::embedded(0, 200, 400));
+        return Ok(ImageSource::embedded(0, 200, EMBEDDED_SIDE));
     }
     ImageSource::folder(&dir).with_context(|| format!("--images {}", dir.display()))
 }

@@ -644,9 +644,7 @@ impl Trainer {
     /// redraw the plots. Returns the weights file (on the other ranks of a data-parallel job,
     /// the file rank 0 writes, after checking that every rank holds the same weights).
     pub fn save_checkpoint(&mut self) -> Result<PathBuf, TrainError> {
-        if self.replicas.world() > 1 {
-            self.check_replicas()?;
-        }
+        self.check_replicas()?; // no collective for a single process
         self.state.elapsed_s = self.elapsed_before + self.started.elapsed().as_secs_f64();
         let stats = &self.data.stats;
         let state = TrainState {

@@ -175,16 +175,14 @@ impl BatchFactory {
                 break;
             }
             let idx = order[(plan.start + attempt) % order.len()];
-            if decoded.as_ref().is_none_or(|(i, _)| *i != idx) {
-                decoded = None;
-            }
-            let is_file = !matches!(self.source, ImageSource::Embedded { .. });
-            if is_file && decoded.is_none() {
-                self.stats.files_read.fetch_add(1, Ordering::Relaxed);
-            }
-            let loaded = match decoded.take() {
+            let loaded = match decoded.take().filter(|(i, _)| *i == idx) {
                 Some((_, s)) => Ok(s),
-                None => self.source.load(idx),
+                None => {
+                    if !matches!(self.source, ImageSource::Embedded { .. }) {
+                        self.stats.files_read.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.source.load(idx)
+                }
             };
             let sample = match loaded {
                 Ok(s) => s,
