@@ -146,6 +146,10 @@ pub struct DerainArgs {
         required_unless_present = "weights"
     )]
     model: Option<RestoreBaseline>,
+    /// The test set: Rain100L (the paper's) or Rain100H (heavy rain), a folder of that name
+    /// under the data root.
+    #[arg(long, default_value = "Rain100L", value_parser = clap::builder::PossibleValuesParser::new(ipt_eval::rain_pairs::RAIN_SETS))]
+    set: String,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -222,7 +226,8 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             let root = bench::resolve_data_root(args.common.data_root.as_deref());
             eprintln!("data root: {} (from {})", root.path.display(), root.source);
             let mut method = method(args.model.map(|_| Method::Identity), &args.common)?;
-            let outcome = bench::run_derain(&root, args.common.limit, &mut method, &progress)?;
+            let outcome =
+                bench::run_derain_set(&root, &args.set, args.common.limit, &mut method, &progress)?;
             emit(&outcome, &args.common)
         }
     }

@@ -464,6 +464,7 @@ impl Bench {
             rain: ipt_degrade::rain::RainSource::default(),
             max_bad_fraction: 1.0,
             bad_file_grace: usize::MAX,
+            small_images: Default::default(),
             stats: DataStats::default(),
         };
         let mut k = 0;

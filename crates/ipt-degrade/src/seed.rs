@@ -37,6 +37,15 @@ fn fnv1a64(mut state: u64, bytes: &[u8]) -> u64 {
     state
 }
 
+/// A file's place in a seeded order of a set, from its name alone:
+/// `FNV-1a-64(seed as 8 little-endian bytes ‖ UTF-8 name)`. Taking the files of smallest rank
+/// gives subsets that are nested (a smaller fraction is part of every larger one) and do not
+/// depend on where the set lies or on which other files it holds.
+pub fn name_rank(seed: u64, name: &str) -> u64 {
+    let state = fnv1a64(FNV_OFFSET, &seed.to_le_bytes());
+    fnv1a64(state, name.as_bytes())
+}
+
 /// The noise seed of image `image` of set `set` at level `sigma`:
 /// `FNV-1a-64(base as 8 little-endian bytes ‖ UTF-8 "<set>/<image>/sigma<σ>")`.
 pub fn noise_seed(base: u64, set: &str, image: &str, sigma: u32) -> u64 {

@@ -1,6 +1,6 @@
-//! The IPT deraining protocol (Rain100L).
+//! The IPT deraining protocol (Rain100L, the paper's set; also Rain100H).
 //!
-//! Pairs are found by [`find_rain100l`]; each rainy image is restored whole, the output is
+//! Pairs are found by [`find_rain_set`]; each rainy image is restored whole, the output is
 //! quantized, and PSNR and SSIM are computed on Y (IPT convention) with no shave.
 
 use ipt_degrade::io::read_image;
@@ -10,22 +10,25 @@ use crate::data_root::DataRoot;
 use crate::method::Method;
 use crate::progress::BenchProgress;
 use crate::protocol::{check_limit, run_grid, EvalSet, Pair};
-use crate::rain_pairs::{find_rain100l, RainPair, RAIN100L};
+use crate::rain_pairs::{find_rain_set, RainPair, RAIN100L};
 use crate::report::{BenchOutcome, BenchTask};
 use crate::{BenchError, Job};
 
-/// The Rain100L pairs found under the data root.
-struct Rain100L(Vec<RainPair>);
+/// The pairs of a deraining set found under the data root.
+struct RainSet<'a> {
+    name: &'a str,
+    pairs: Vec<RainPair>,
+}
 
-impl EvalSet for Rain100L {
+impl EvalSet for RainSet<'_> {
     type Item = RainPair;
 
     fn name(&self) -> &str {
-        RAIN100L
+        self.name
     }
 
     fn items(&self) -> &[RainPair] {
-        &self.0
+        &self.pairs
     }
 }
 
@@ -59,9 +62,21 @@ pub fn run_derain(
     method: &mut Method,
     progress: &BenchProgress,
 ) -> Result<BenchOutcome, BenchError> {
+    run_derain_set(root, RAIN100L, limit, method, progress)
+}
+
+/// Runs the deraining benchmark with `method` on `<root>/<set>` (e.g. `Rain100H`), at most
+/// `limit` pairs.
+pub fn run_derain_set(
+    root: &DataRoot,
+    set: &str,
+    limit: Option<usize>,
+    method: &mut Method,
+    progress: &BenchProgress,
+) -> Result<BenchOutcome, BenchError> {
     method.check(Job::Derain)?;
     check_limit(limit)?;
-    let mut pairing = find_rain100l(&root.path)?;
+    let mut pairing = find_rain_set(&root.path, set)?;
     for path in &pairing.unpaired_rainy {
         progress.println(&format!(
             "warning: {} has no clean partner; skipped",
@@ -77,11 +92,14 @@ pub fn run_derain(
     if let Some(n) = limit {
         pairing.pairs.truncate(n);
     }
-    let set = Rain100L(pairing.pairs);
+    let rain_set = RainSet {
+        name: set,
+        pairs: pairing.pairs,
+    };
     run_grid(
         BenchTask::Derain,
         &[Job::Derain],
-        &[(RAIN100L, Some(&set))],
+        &[(set, Some(&rain_set))],
         vec![],
         method,
         progress,

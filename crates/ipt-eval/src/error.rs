@@ -31,13 +31,15 @@ pub enum BenchError {
         /// Each missing set and why, `; `-separated.
         sets: String,
     },
-    /// The Rain100L test pairs are absent or unusable.
+    /// The pairs of a deraining test set (Rain100L, Rain100H) are absent or unusable.
     #[error(
-        "Rain100L not usable at {dir}: {reason}. Expected pairs rain-NNN.png / norain-NNN.png \
-         (side by side, or in rainy/ + norain/ folders); Rain100L is not part of \
-         shared/datasets, see docs/benchmarks.md"
+        "{set} not usable at {dir}: {reason}. Expected pairs rain-NNN.png / norain-NNN.png \
+         (side by side, or in rainy/ + norain/ folders) or Rain100H's inputcrop/ + cleancrop/ \
+         folders; see docs/benchmarks.md for where the sets come from"
     )]
-    Rain100L {
+    RainSet {
+        /// The set's name.
+        set: String,
         /// The folder that was searched.
         dir: PathBuf,
         /// What was wrong.

@@ -38,7 +38,7 @@ pub mod sr;
 
 pub use data_root::{resolve_data_root, DataRoot};
 pub use denoise::{run_denoise, DenoiseOptions};
-pub use derain::run_derain;
+pub use derain::{run_derain, run_derain_set};
 pub use error::BenchError;
 pub use ipt_method::{IptMethod, WeightsSpec};
 pub use job::Job;

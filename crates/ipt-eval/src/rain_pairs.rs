@@ -1,10 +1,12 @@
-//! Pairing Rain100L's rainy inputs with their clean targets.
+//! Pairing the rainy inputs of a deraining test set (Rain100L, Rain100H) with their clean
+//! targets.
 //!
-//! Accepted arrangements under `<root>/Rain100L` (searched recursively, two levels deep):
+//! Accepted arrangements under `<root>/<set>` (searched recursively, two levels deep):
 //! - `rain-NNN.png` next to `norain-NNN.png` (the README's description);
 //! - `rainy/rain-NNN.png` with `norain-NNN.png` one level up (what the official code expects);
 //! - folders `rainy/` (or `rain/`, `input/`) and `norain/` (or `clean/`, `target/`, `gt/`) with
-//!   files that share a name or differ only by the `rain`/`norain` prefix.
+//!   files that share a name or differ only by the `rain`/`norain` prefix;
+//! - Rain100H as MSPFN distributes it: `inputcrop/N.png` (rainy) and `cleancrop/N.png`.
 //!
 //! A file's role comes from its name first (`norain*` is clean, `rain*` is rainy), then from its
 //! folder. Its pairing key is the stem without that prefix and without leading `-`/`_`, so
@@ -19,6 +21,10 @@ use crate::BenchError;
 
 /// The folder name of the set under the data root.
 pub const RAIN100L: &str = "Rain100L";
+/// The folder name of Rain100H (Yang et al. 2017, the heavy-rain set) under the data root.
+pub const RAIN100H: &str = "Rain100H";
+/// The deraining test sets `ipt bench-derain --set` knows.
+pub const RAIN_SETS: [&str; 2] = [RAIN100L, RAIN100H];
 
 /// A rainy input and its clean target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,10 +78,10 @@ pub fn classify(path: &Path) -> Option<(RainRole, String)> {
     }
     let parent = path.parent()?.file_name()?.to_str()?.to_ascii_lowercase();
     match parent.as_str() {
-        "norain" | "clean" | "target" | "gt" | "groundtruth" => {
+        "norain" | "clean" | "cleancrop" | "target" | "gt" | "groundtruth" => {
             Some((RainRole::Clean, trim_key(stem)))
         }
-        "rainy" | "rain" | "input" => Some((RainRole::Rainy, trim_key(stem))),
+        "rainy" | "rain" | "input" | "inputcrop" => Some((RainRole::Rainy, trim_key(stem))),
         _ => None,
     }
 }
@@ -95,7 +101,11 @@ pub fn pair_rain_files(dir: &Path) -> Result<RainPairing, BenchError> {
             RainRole::Clean => &mut clean,
         };
         if let Some(previous) = map.insert(key.clone(), path.clone()) {
-            return Err(BenchError::Rain100L {
+            return Err(BenchError::RainSet {
+                set: dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
                 dir: dir.to_path_buf(),
                 reason: format!(
                     "two {role:?} files for key {key:?}: {} and {}",
@@ -121,25 +131,31 @@ pub fn pair_rain_files(dir: &Path) -> Result<RainPairing, BenchError> {
 }
 
 /// Finds the Rain100L pairs under the data root; a missing folder or zero pairs is a
-/// [`BenchError::Rain100L`] that says where it looked.
+/// [`BenchError::RainSet`] that says where it looked.
 pub fn find_rain100l(root: &Path) -> Result<RainPairing, BenchError> {
-    let dir = root.join(RAIN100L);
+    find_rain_set(root, RAIN100L)
+}
+
+/// The pairs of the deraining set `set` under `root` (`<root>/<set>`); errors when the folder
+/// is missing or holds no pair.
+pub fn find_rain_set(root: &Path, set: &str) -> Result<RainPairing, BenchError> {
+    let dir = root.join(set);
+    let unusable = |dir: PathBuf, reason: String| BenchError::RainSet {
+        set: set.to_string(),
+        dir,
+        reason,
+    };
     if !dir.is_dir() {
-        return Err(BenchError::Rain100L {
-            dir,
-            reason: "the folder does not exist".into(),
-        });
+        return Err(unusable(dir, "the folder does not exist".into()));
     }
     let pairing = pair_rain_files(&dir)?;
     if pairing.pairs.is_empty() {
-        return Err(BenchError::Rain100L {
-            dir,
-            reason: format!(
-                "no rainy/clean pairs ({} rainy and {} clean files without partners)",
-                pairing.unpaired_rainy.len(),
-                pairing.unpaired_clean.len()
-            ),
-        });
+        let reason = format!(
+            "no rainy/clean pairs ({} rainy and {} clean files without partners)",
+            pairing.unpaired_rainy.len(),
+            pairing.unpaired_clean.len()
+        );
+        return Err(unusable(dir, reason));
     }
     Ok(pairing)
 }
@@ -174,6 +190,14 @@ mod tests {
         assert_eq!(
             classify(Path::new("x/rainy/7.png")),
             Some((RainRole::Rainy, "7".into()))
+        );
+        assert_eq!(
+            classify(Path::new("Rain100H/inputcrop/12.png")),
+            Some((RainRole::Rainy, "12".into()))
+        );
+        assert_eq!(
+            classify(Path::new("Rain100H/cleancrop/12.png")),
+            Some((RainRole::Clean, "12".into()))
         );
         assert_eq!(classify(Path::new("x/other/7.png")), None);
     }

@@ -13,8 +13,8 @@ use ipt_eval::denoise::noisy_input;
 use ipt_eval::ipt_method::LoadedCheckpoint;
 use ipt_eval::report::{write_json, BenchOutcome};
 use ipt_eval::{
-    run_denoise, run_derain, run_sr, BenchError, BenchProgress, DenoiseOptions, IptMethod, Job,
-    Method, SrOptions, WeightsSpec,
+    run_denoise, run_derain, run_derain_set, run_sr, BenchError, BenchProgress, DenoiseOptions,
+    IptMethod, Job, Method, SrOptions, WeightsSpec,
 };
 use ipt_model::restore::RestoreOptions;
 use ndarray::Array3;
@@ -389,6 +389,43 @@ fn derain_identity_on_generated_pairs() {
     assert_eq!(v["task"], "derain");
     assert_eq!(v["results"][0]["set"], "Rain100L");
     assert_eq!(v["results"][0]["images"], 2);
+}
+
+#[test]
+fn derain_on_rain100h_in_mspfn_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = run_derain_set(
+        &root(tmp.path()),
+        "Rain100H",
+        None,
+        &mut Method::Identity,
+        &BenchProgress::hidden(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("Rain100H not usable"), "{err}");
+    let dir = tmp.path().join("Rain100H");
+    let clean = test_image(30, 40, 0.3);
+    let rainy = quantize(&clean.mapv(|v| (v + 40.0).min(255.0)));
+    for n in [1, 2, 10] {
+        save(&dir.join(format!("inputcrop/{n}.png")), &rainy);
+        save(&dir.join(format!("cleancrop/{n}.png")), &clean);
+    }
+    let outcome = run_derain_set(
+        &root(tmp.path()),
+        "Rain100H",
+        None,
+        &mut Method::Identity,
+        &BenchProgress::hidden(),
+    )
+    .unwrap();
+    let names: Vec<&str> = outcome.images.iter().map(|r| r.image.as_str()).collect();
+    assert_eq!(names, ["1", "10", "2"]);
+    let expected = naive_psnr_y(&rainy, &clean, 0);
+    assert!(outcome.images.iter().all(|r| close(r.psnr_y, expected)));
+    assert_eq!(
+        json_of(&outcome, tmp.path())["results"][0]["set"],
+        "Rain100H"
+    );
 }
 
 /// A tiny random-weight network; also saved to `save_to` when given.

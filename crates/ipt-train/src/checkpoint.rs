@@ -64,6 +64,9 @@ pub struct TrainState {
     pub bad_files: u64,
     /// Crops skipped because an image was smaller than the crop.
     pub small_skips: u64,
+    /// Crops cut from an image enlarged to the crop (`data.small_images = "resize"`).
+    #[serde(default)]
+    pub small_resized: u64,
     /// Wall-clock seconds of training so far.
     pub elapsed_s: f64,
     /// Weights file name (in the same folder).
@@ -86,6 +89,7 @@ impl TrainState {
             nonfinite_steps: 0,
             bad_files: 0,
             small_skips: 0,
+            small_resized: 0,
             elapsed_s: 0.0,
             weights: String::new(),
             optimizer: String::new(),

@@ -288,6 +288,27 @@ pub struct DataSection {
     pub max_bad_fraction: f64,
     /// Number of unreadable files always tolerated before `max_bad_fraction` applies. Default 10.
     pub bad_file_grace: usize,
+    /// What to do with an image smaller than a task's HR crop: `"skip"` it (the default) or
+    /// `"resize"` it up (MATLAB bicubic, aspect kept) until its short side equals the crop.
+    pub small_images: SmallImages,
+    /// Train on this fraction of the source's images, in (0, 1]: the files of smallest
+    /// `ipt_degrade::seed::name_rank(data.fraction_seed, file name)`, so subsets for growing
+    /// fractions are nested. Default 1.
+    pub fraction: f64,
+    /// The seed of `data.fraction`'s order. Default 0.
+    pub fraction_seed: u64,
+}
+
+/// `data.small_images`: the policy for an image smaller than the HR crop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmallImages {
+    /// Skip the item and take the next one of the epoch order (counted).
+    #[default]
+    Skip,
+    /// Enlarge the image with bicubic interpolation until its short side equals the crop
+    /// (counted), then crop as usual.
+    Resize,
 }
 
 impl Default for DataSection {
@@ -306,6 +327,9 @@ impl Default for DataSection {
             queue: 4,
             max_bad_fraction: 0.01,
             bad_file_grace: 10,
+            small_images: SmallImages::Skip,
+            fraction: 1.0,
+            fraction_seed: 0,
         }
     }
 }
@@ -521,7 +545,9 @@ pub struct FinetuneSection {
 /// The data roots that paths in a config may start from: `${IPT_DATA}` (the benchmark sets:
 /// `--data-root`, else the `IPT_DATA` environment variable, else `data/benchmark`) and
 /// `${IPT_TRAIN_DATA}` (training images: `--train-data`, else `IPT_TRAIN_DATA`, else
-/// `data/train`). Other paths are relative to the working directory, as written.
+/// `data/train`). Any other `${IPT_…}` stands for the environment variable of that name (an
+/// error when unset, e.g. `${IPT_IMAGENET}`). Other paths are relative to the working
+/// directory, as written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataRoots {
     /// What `${IPT_DATA}` stands for.
@@ -549,12 +575,24 @@ impl DataRoots {
         let (name, tail) = rest
             .split_once('}')
             .ok_or_else(|| format!("`{text}`: unclosed `${{`"))?;
+        let from_env;
         let root = match name {
             "IPT_DATA" => &self.bench,
             "IPT_TRAIN_DATA" => &self.train,
+            other if other.starts_with("IPT_") => match std::env::var_os(other) {
+                Some(v) if !v.is_empty() => {
+                    from_env = PathBuf::from(v);
+                    &from_env
+                }
+                _ => {
+                    return Err(format!(
+                        "`{text}`: the environment variable {other} is not set (it names a data root)"
+                    ))
+                }
+            },
             other => {
                 return Err(format!(
-                "`{text}`: unknown root `${{{other}}}` (known: ${{IPT_DATA}}, ${{IPT_TRAIN_DATA}})"
+                "`{text}`: unknown root `${{{other}}}` (known: ${{IPT_DATA}}, ${{IPT_TRAIN_DATA}}, or any set IPT_* environment variable)"
             ))
             }
         };
@@ -745,6 +783,12 @@ impl ExperimentConfig {
         if !(0.0..=1.0).contains(&d.max_bad_fraction) {
             return Err(bad("data.max_bad_fraction", "must lie in [0, 1]".into()));
         }
+        if !(d.fraction > 0.0 && d.fraction <= 1.0) {
+            return Err(bad(
+                "data.fraction",
+                format!("{} must lie in (0, 1]", d.fraction),
+            ));
+        }
         let o = &self.optim;
         if o.batch_size == 0 {
             return Err(bad("optim.batch_size", "must be ≥ 1".into()));
@@ -909,7 +953,7 @@ impl ExperimentConfig {
         let folder = || -> Result<PathBuf, ConfigError> {
             Ok(self.path_of("data.path", roots, file)?.unwrap_or_default())
         };
-        Ok(match d.source {
+        let all = match d.source {
             DataSourceKind::Embedded => ImageSource::embedded(
                 derive_seed(self.runtime.seed, &[TAG_TRAIN_IMAGES]),
                 d.images,
@@ -917,7 +961,8 @@ impl ExperimentConfig {
             ),
             DataSourceKind::Folder | DataSourceKind::Div2k => ImageSource::folder(&folder()?)?,
             DataSourceKind::RainPairs => ImageSource::rain_pairs(&folder()?)?,
-        })
+        };
+        Ok(all.keep_fraction(d.fraction, d.fraction_seed))
     }
 
     /// The learning-rate schedule, with epoch milestones converted at `batches_per_epoch`.
@@ -1176,6 +1221,36 @@ mod tests {
         let err = c.check_paths(&roots, Path::new("c.toml")).unwrap_err();
         assert!(err.to_string().contains("/b/Set5"), "{err}");
         assert!(parse("[validation]\nsize = \"whole\"\n").is_err());
+    }
+
+    #[test]
+    fn other_ipt_roots_come_from_the_environment() {
+        let roots = DataRoots {
+            bench: PathBuf::from("/b"),
+            train: PathBuf::from("t"),
+        };
+        // A variable no other test reads.
+        std::env::set_var("IPT_TEST_ROOT_SET", "/imagenet");
+        assert_eq!(
+            roots.expand(Path::new("${IPT_TEST_ROOT_SET}/a")).unwrap(),
+            PathBuf::from("/imagenet/a")
+        );
+        let err = roots
+            .expand(Path::new("${IPT_TEST_ROOT_UNSET}/a"))
+            .unwrap_err();
+        assert!(err.contains("IPT_TEST_ROOT_UNSET is not set"), "{err}");
+    }
+
+    #[test]
+    fn data_fraction_must_lie_in_the_unit_interval() {
+        for bad in ["0.0", "-0.5", "1.5", "nan"] {
+            let err = parse(&format!("[data]\nfraction = {bad}\n")).unwrap_err();
+            assert!(err.to_string().contains("data.fraction"), "{bad}: {err}");
+        }
+        let c = parse("[data]\nfraction = 0.25\nsmall_images = \"resize\"\n").unwrap();
+        assert_eq!(c.data.fraction, 0.25);
+        assert_eq!(c.data.small_images, SmallImages::Resize);
+        assert!(parse("[data]\nsmall_images = \"stretch\"\n").is_err());
     }
 
     #[test]

@@ -263,6 +263,10 @@ pub struct RunSummary {
     pub bad_files: u64,
     /// Crops skipped because the image was too small.
     pub small_skips: u64,
+    /// Crops cut from an image enlarged to the crop (`data.small_images = "resize"`).
+    pub small_resized: u64,
+    /// Distinct images so enlarged.
+    pub small_resized_images: u64,
     /// Steps skipped for a NaN/Inf loss (whole run).
     pub nonfinite_steps: u64,
     /// The last checkpoint's weights.
@@ -420,6 +424,7 @@ impl Trainer {
             rain,
             max_bad_fraction: cfg.data.max_bad_fraction,
             bad_file_grace: cfg.data.bad_file_grace,
+            small_images: cfg.data.small_images,
             stats: DataStats::default(),
         });
         // Rank 0 validates while the others wait in the next step's collectives.
@@ -650,6 +655,7 @@ impl Trainer {
         let state = TrainState {
             bad_files: stats.bad_files(),
             small_skips: stats.small_skips(),
+            small_resized: stats.resized(),
             config: Some(self.cfg.to_toml()),
             ..self.state.clone()
         };
@@ -780,6 +786,8 @@ impl Trainer {
         s.patches_per_s = (self.steps_run as f64 * global as f64) / elapsed.max(1e-9);
         s.bad_files = self.data.stats.bad_files();
         s.small_skips = self.data.stats.small_skips();
+        s.small_resized = self.data.stats.resized();
+        s.small_resized_images = self.data.stats.resized_images();
         s.nonfinite_steps = self.state.nonfinite_steps;
         if let (None, Some(run)) = (&s.last_checkpoint, &self.run) {
             s.last_checkpoint = run.checkpoints().latest()?.map(|c| c.weights);
@@ -798,7 +806,7 @@ impl Trainer {
             }
         }
         self.progress.say(format!(
-            "done: step {}/{} in {:.1} s ({:.1} patches/s{}); skipped {} unreadable file(s), {} too-small crop(s), {} NaN/Inf step(s)",
+            "done: step {}/{} in {:.1} s ({:.1} patches/s{}); skipped {} unreadable file(s), {} too-small crop(s), {} NaN/Inf step(s){}",
             s.end_step,
             s.total_steps,
             elapsed,
@@ -809,7 +817,14 @@ impl Trainer {
             },
             s.bad_files,
             s.small_skips,
-            s.nonfinite_steps
+            s.nonfinite_steps,
+            match s.small_resized {
+                0 => String::new(),
+                n => format!(
+                    "; {n} crop(s) from {} small image(s) enlarged to the crop",
+                    s.small_resized_images
+                ),
+            }
         ));
         Ok(self.summary)
     }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use ipt_degrade::rain::RainSource;
 use ipt_degrade::Task;
-use ipt_train::data::pipeline::BatchFactory;
+use ipt_train::config::SmallImages;
+use ipt_train::data::pipeline::{BatchFactory, DataError};
 use ipt_train::data::{DataStats, ImageSource, Pipeline, Sampler, SamplerConfig};
 
 fn factory(augment: bool) -> Arc<BatchFactory> {
@@ -15,6 +16,7 @@ fn factory(augment: bool) -> Arc<BatchFactory> {
         Task::ALL.to_vec(),
         3,
         1,
+        SmallImages::Skip,
     )
 }
 
@@ -24,6 +26,7 @@ fn factory_over(
     tasks: Vec<Task>,
     batch_size: usize,
     crops_per_image: usize,
+    small_images: SmallImages,
 ) -> Arc<BatchFactory> {
     let sampler = Sampler::new(
         SamplerConfig {
@@ -47,6 +50,7 @@ fn factory_over(
         rain: RainSource::default(),
         max_bad_fraction: 0.01,
         bad_file_grace: 10,
+        small_images,
         stats: DataStats::default(),
     })
 }
@@ -114,6 +118,7 @@ fn crops_of_one_image_share_one_decode() {
         vec![Task::Sr2],
         4,
         2,
+        SmallImages::Skip,
     );
     let mut crops = Vec::new();
     for k in 0..3 {
@@ -125,4 +130,69 @@ fn crops_of_one_image_share_one_decode() {
     // ... and the two crops of a group are different cuts of the same image.
     let n = 3 * 96 * 96;
     assert_ne!(crops[0][..n], crops[0][n..2 * n]);
+}
+
+#[test]
+fn small_images_are_skipped_or_enlarged_as_configured() {
+    // 100×100 images are smaller than the ×4 HR crop (48·4 = 192).
+    let small = |policy| {
+        factory_over(
+            ImageSource::embedded(3, 4, 100),
+            false,
+            vec![Task::Sr4],
+            2,
+            1,
+            policy,
+        )
+    };
+    let skip = small(SmallImages::Skip);
+    match skip.build_index(0) {
+        Err(DataError::NoUsableImages { crop: 192, .. }) => {}
+        other => panic!("expected NoUsableImages, got {other:?}"),
+    }
+    assert_eq!(skip.stats.small_skips(), 4);
+    assert_eq!(skip.stats.resized(), 0);
+
+    let resize = small(SmallImages::Resize);
+    let b = resize.build_index(0).unwrap();
+    assert_eq!(b.hr.size(), [2, 3, 192, 192]);
+    assert_eq!(b.lr.size(), [2, 3, 48, 48]);
+    assert_eq!(resize.stats.resized(), 2);
+    assert_eq!(resize.stats.resized_images(), 2);
+    assert_eq!(resize.stats.small_skips(), 0);
+    // An enlarged smooth image stays within the 0–255 range of its source up to bicubic overshoot.
+    let hr = Vec::<f32>::try_from(b.hr.flatten(0, -1)).unwrap();
+    assert!(hr.iter().all(|v| v.is_finite() && *v > -40.0 && *v < 300.0));
+}
+
+#[test]
+fn fractions_of_a_folder_are_nested_and_sized() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..40 {
+        std::fs::write(dir.path().join(format!("img{i:02}.png")), b"").unwrap();
+    }
+    let names = |f: f64| -> Vec<String> {
+        match ImageSource::folder(dir.path()).unwrap().keep_fraction(f, 0) {
+            ImageSource::Files(v) => v
+                .iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect(),
+            other => panic!("expected files, got {other:?}"),
+        }
+    };
+    let (q, h, all) = (names(0.25), names(0.5), names(1.0));
+    assert_eq!((q.len(), h.len(), all.len()), (10, 20, 40));
+    assert!(q.iter().all(|n| h.contains(n)), "25 % ⊂ 50 %");
+    // A seeded choice, not the first files in name order; kept in name order.
+    assert_ne!(q, all[..10].to_vec());
+    assert!(q.windows(2).all(|w| w[0] < w[1]));
+    // Another seed picks another subset.
+    let other = match ImageSource::folder(dir.path())
+        .unwrap()
+        .keep_fraction(0.25, 1)
+    {
+        ImageSource::Files(v) => v.len(),
+        _ => 0,
+    };
+    assert_eq!(other, 10);
 }

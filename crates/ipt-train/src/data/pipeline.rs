@@ -19,6 +19,7 @@ use ndarray::{s, Axis};
 use rand::Rng;
 use tch::Tensor;
 
+use crate::config::SmallImages;
 use crate::data::{BatchPlan, Image, ImageSource, Sample, Sampler, SourceError};
 
 /// One training batch.
@@ -74,8 +75,10 @@ pub enum DataError {
 pub struct DataStats {
     files_read: AtomicU64,
     small_skips: AtomicU64,
+    resized: AtomicU64,
     bad: Mutex<BTreeSet<String>>,
     small: Mutex<BTreeSet<String>>,
+    resized_names: Mutex<BTreeSet<String>>,
     warnings: Mutex<Vec<String>>,
 }
 
@@ -116,11 +119,49 @@ impl DataStats {
         }
     }
 
+    /// Crops cut from an image enlarged up to the HR crop (`data.small_images = "resize"`,
+    /// each occurrence).
+    pub fn resized(&self) -> u64 {
+        self.resized.load(Ordering::Relaxed)
+    }
+
+    /// Distinct images enlarged for some crop.
+    pub fn resized_images(&self) -> u64 {
+        self.resized_names
+            .lock()
+            .map(|b| b.len() as u64)
+            .unwrap_or(0)
+    }
+
+    fn record_resized(&self, name: &str) {
+        self.resized.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut s) = self.resized_names.lock() {
+            s.insert(name.to_string());
+        }
+    }
+
     fn record_small(&self, name: &str) {
         self.small_skips.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut s) = self.small.lock() {
             s.insert(name.to_string());
         }
+    }
+}
+
+/// `sample` enlarged with MATLAB bicubic (aspect ratio kept) so that its short side is at least
+/// `crop` (`data.small_images = "resize"`); both images of a pair alike.
+fn enlarge_to(sample: &Sample, crop: usize) -> Sample {
+    let (h, w) = sample.dims();
+    let f = crop as f64 / h.min(w).max(1) as f64;
+    let size = |n: usize| ((n as f64 * f).ceil() as usize).max(crop);
+    let (oh, ow) = (size(h), size(w));
+    let up = |img: &Image| ipt_degrade::imresize_to(img, oh, ow);
+    match sample {
+        Sample::Clean(img) => Sample::Clean(up(img)),
+        Sample::Pair { lr, hr } => Sample::Pair {
+            lr: up(lr),
+            hr: up(hr),
+        },
     }
 }
 
@@ -137,6 +178,8 @@ pub struct BatchFactory {
     pub max_bad_fraction: f64,
     /// `data.bad_file_grace`.
     pub bad_file_grace: usize,
+    /// `data.small_images`.
+    pub small_images: SmallImages,
     /// Shared counters.
     pub stats: DataStats,
 }
@@ -200,12 +243,20 @@ impl BatchFactory {
                 }
             };
             let (h, w) = sample.dims();
-            if h < crop || w < crop {
+            let resized;
+            let sample_ref = if h >= crop && w >= crop {
+                &sample
+            } else if self.small_images == SmallImages::Resize {
+                self.stats.record_resized(&self.source.describe(idx));
+                resized = enlarge_to(&sample, crop);
+                &resized
+            } else {
                 n_small += 1;
                 self.stats.record_small(&self.source.describe(idx));
                 decoded = Some((idx, sample));
                 continue;
-            }
+            };
+            let (h, w) = sample_ref.dims();
             let mut rng = self.sampler.slot_rng(plan, attempt as u64);
             let y = rng.random_range(0..=h - crop);
             let x = rng.random_range(0..=w - crop);
@@ -226,7 +277,7 @@ impl BatchFactory {
                     tr,
                 )
             };
-            let (lr, hr) = match &sample {
+            let (lr, hr) = match sample_ref {
                 Sample::Clean(img) => {
                     ipt_degrade::synthesize_with(&cut(img), task, &self.rain, &mut rng)
                 }

@@ -142,6 +142,51 @@ impl ImageSource {
         Ok(ImageSource::RainPairs(pairs))
     }
 
+    /// The `⌈fraction·n⌉` items of smallest [`ipt_degrade::seed::name_rank`] (by file name;
+    /// for pairs, the clean file's), in their original order: nested subsets for growing
+    /// fractions. `fraction` ≥ 1 keeps everything; the embedded source keeps its first items.
+    pub fn keep_fraction(self, fraction: f64, seed: u64) -> Self {
+        let keep = |n: usize| ((fraction.min(1.0) * n as f64).ceil() as usize).clamp(1, n.max(1));
+        fn pick<T: Clone>(
+            items: Vec<T>,
+            k: usize,
+            seed: u64,
+            name: impl Fn(&T) -> String,
+        ) -> Vec<T> {
+            let mut ranked: Vec<(u64, usize)> = items
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (ipt_degrade::seed::name_rank(seed, &name(t)), i))
+                .collect();
+            ranked.sort_unstable();
+            let mut chosen: Vec<usize> = ranked.iter().take(k).map(|&(_, i)| i).collect();
+            chosen.sort_unstable();
+            chosen.into_iter().map(|i| items[i].clone()).collect()
+        }
+        let file_name = |p: &PathBuf| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        if fraction >= 1.0 {
+            return self;
+        }
+        match self {
+            ImageSource::Embedded { generator, count } => ImageSource::Embedded {
+                generator,
+                count: keep(count),
+            },
+            ImageSource::Files(f) => {
+                let k = keep(f.len());
+                ImageSource::Files(pick(f, k, seed, file_name))
+            }
+            ImageSource::RainPairs(p) => {
+                let k = keep(p.len());
+                ImageSource::RainPairs(pick(p, k, seed, |(_, clean)| file_name(clean)))
+            }
+        }
+    }
+
     /// Number of images (or pairs).
     pub fn len(&self) -> usize {
         match self {
