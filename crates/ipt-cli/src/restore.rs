@@ -26,14 +26,13 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use ipt_degrade::files::{list_images, write_atomic, Depth};
-use ipt_degrade::Task;
 use ipt_model::checkpoint::{self, InferOptions};
 use ipt_model::chop::ChopMode;
 use ipt_model::device::DeviceSpec;
 use ipt_model::restore::{
     memory_estimate, restore_image, windows_for, RestoreOptions, DEFAULT_CROP_BATCH,
 };
-use ipt_model::IptConfig;
+use ipt_model::TaskSelector;
 
 /// Arguments of `ipt restore`.
 #[derive(clap::Args, Debug)]
@@ -42,9 +41,10 @@ pub struct Args {
     #[arg(long, value_name = "CKPT")]
     pub weights: PathBuf,
     /// Task: sr2, sr3, sr4, derain, denoise30, denoise50, or an index into the checkpoint's
-    /// task list. Optional for single-task checkpoints.
-    #[arg(long)]
-    pub task: Option<String>,
+    /// task list (resolved by `ipt_model::TaskMap`, as `ipt info` lists them). Optional for
+    /// single-task checkpoints.
+    #[arg(long, value_name = "NAME|INDEX")]
+    pub task: Option<TaskSelector>,
     /// Average over the ×8 flips/transposes (8× slower).
     #[arg(long)]
     pub self_ensemble: bool,
@@ -219,57 +219,6 @@ fn read_error(e: ipt_degrade::DegradeError) -> anyhow::Error {
     }
 }
 
-/// The task index in the checkpoint for `--task` (see [`Args::task`]), with a label for messages.
-/// Names resolve through [`IptConfig::task_index`] (the recorded task list, else the official
-/// six-task layout, else the only task of that scale), as `ipt info` lists them.
-pub fn resolve_task(arg: Option<&str>, config: &IptConfig) -> anyhow::Result<(usize, String)> {
-    let scales = &config.scales;
-    let n = scales.len();
-    let label = |idx: usize| match config.task_at(idx) {
-        Some(t) => format!("{t} (task {idx}, scale {})", scales[idx]),
-        None => format!("task {idx} (scale {})", scales[idx]),
-    };
-    let held = || match &config.tasks {
-        Some(tasks) => {
-            let names: Vec<&str> = tasks.iter().map(|t| t.name()).collect();
-            format!("tasks {}", names.join(", "))
-        }
-        None => format!("task scales {scales:?}"),
-    };
-    let Some(arg) = arg else {
-        if n == 1 {
-            return Ok((0, label(0)));
-        }
-        bail!(
-            "this checkpoint holds {n} tasks ({}); choose one with --task \
-             (sr2, sr3, sr4, derain, denoise30, denoise50, or an index 0..{n})",
-            held()
-        );
-    };
-    if let Ok(idx) = arg.trim().parse::<usize>() {
-        if idx >= n {
-            bail!(
-                "task index {idx} is not in this checkpoint: it holds {n} task(s) ({})",
-                held()
-            );
-        }
-        return Ok((idx, label(idx)));
-    }
-    let task: Task = arg.trim().parse().map_err(anyhow::Error::from)?;
-    if let Some(idx) = config.task_index(task) {
-        return Ok((idx, label(idx)));
-    }
-    let same_scale = scales.iter().filter(|&&s| s == task.scale()).count();
-    if config.tasks.is_none() && same_scale > 1 {
-        bail!(
-            "task {task} is ambiguous in this checkpoint ({same_scale} tasks have scale {} and \
-             the file does not record which is which); give the task index instead",
-            task.scale()
-        );
-    }
-    bail!("task {task} is not in this checkpoint: it holds {}", held())
-}
-
 /// Expand files and folders into the list of image files, in order.
 pub fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
@@ -385,8 +334,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let loaded = checkpoint::load(&args.weights, device, &infer)?;
     let model = &loaded.model;
     let config = model.config();
-    let (task_idx, task_label) = resolve_task(args.task.as_deref(), config)
+    let head = config
+        .task_map()
+        .resolve(args.task)
         .with_context(|| format!("checkpoint {}", args.weights.display()))?;
+    let (task_idx, task_label) = (head.index, head.to_string());
     // Only now that the command is known to be valid: nothing is created for a bad one.
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating output folder {}", args.out.display()))?;
@@ -396,7 +348,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bf16: args.bf16,
         chop: args.chop,
     };
-    let scale = config.scales[task_idx];
+    let scale = head.scale;
     let patch = config.patch_size;
 
     // Sizes from the image headers: the pixel limit, window totals, and the memory check before
@@ -514,76 +466,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tasks_resolve_against_the_checkpoint_layout() {
-        let six = IptConfig::tiny(&[2, 3, 4, 1, 1, 1]);
-        assert_eq!(resolve_task(Some("sr3"), &six).unwrap().0, 1);
-        assert_eq!(resolve_task(Some("denoise50"), &six).unwrap().0, 5);
-        assert_eq!(resolve_task(Some("4"), &six).unwrap().0, 4);
-        assert!(resolve_task(None, &six).is_err());
-        assert!(resolve_task(Some("6"), &six).is_err());
-        assert!(resolve_task(Some("sr5"), &six).is_err());
-
-        let sr2 = IptConfig::tiny(&[2]);
-        assert_eq!(resolve_task(None, &sr2).unwrap().0, 0);
-        assert_eq!(resolve_task(Some("sr2"), &sr2).unwrap().0, 0);
-        let err = resolve_task(Some("sr3"), &sr2).unwrap_err().to_string();
-        assert!(err.contains("not in this checkpoint"), "{err}");
-        assert!(resolve_task(Some("denoise30"), &sr2).is_err());
-
-        let dn = IptConfig::tiny(&[1]);
-        assert_eq!(resolve_task(Some("denoise30"), &dn).unwrap().0, 0);
-
-        let two = IptConfig::tiny(&[1, 1]);
-        let err = resolve_task(Some("derain"), &two).unwrap_err().to_string();
-        assert!(err.contains("ambiguous"), "{err}");
-        assert_eq!(resolve_task(Some("1"), &two).unwrap().0, 1);
-    }
-
-    #[test]
-    fn recorded_tasks_decide_names() {
-        // two scale-1 tasks whose names the checkpoint records: names resolve, as `ipt info`
-        // lists them, and indices keep working
-        let mut dn = IptConfig::tiny(&[1, 1]);
-        dn.tasks = Some(vec![Task::Denoise30, Task::Denoise50]);
-        let (idx, label) = resolve_task(Some("denoise50"), &dn).unwrap();
-        assert_eq!(idx, 1);
-        assert!(label.starts_with("denoise50"), "{label}");
-        assert_eq!(resolve_task(Some("denoise30"), &dn).unwrap().0, 0);
-        let (idx, label) = resolve_task(Some("0"), &dn).unwrap();
-        assert_eq!(idx, 0);
-        assert!(label.starts_with("denoise30"), "{label}");
-        let err = resolve_task(Some("derain"), &dn).unwrap_err().to_string();
-        assert!(
-            err.contains("not in this checkpoint") && err.contains("denoise30, denoise50"),
-            "{err}"
-        );
-        let err = resolve_task(None, &dn).unwrap_err().to_string();
-        assert!(err.contains("denoise30, denoise50"), "{err}");
-        for (i, t) in [Task::Denoise30, Task::Denoise50].into_iter().enumerate() {
-            assert_eq!(dn.task_at(i), Some(t));
-            assert_eq!(dn.task_index(t), Some(i));
-        }
-
-        // a recorded list overrides the official six-task layout's indices
-        let mut six = IptConfig::tiny(&[2, 3, 4, 1, 1, 1]);
-        six.tasks = Some(vec![
-            Task::Sr2,
-            Task::Sr3,
-            Task::Sr4,
-            Task::Denoise50,
-            Task::Denoise30,
-            Task::Derain,
-        ]);
-        assert_eq!(resolve_task(Some("derain"), &six).unwrap().0, 5);
-        assert_eq!(resolve_task(Some("denoise50"), &six).unwrap().0, 3);
-
-        // unrecorded single scale-1 task: every scale-1 name finds it, none names it
-        let one = IptConfig::tiny(&[1]);
-        assert_eq!(one.task_at(0), None);
-        assert!(resolve_task(None, &one).unwrap().1.starts_with("task 0"));
-    }
 
     #[test]
     fn meminfo_and_memory_check() {

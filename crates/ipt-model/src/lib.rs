@@ -1,7 +1,8 @@
 //! The IPT network (Chen et al., *Pre-Trained Image Processing Transformer*, CVPR 2021) on
 //! libtorch, numerically equal to the official PyTorch code, and its checkpoints.
 //!
-//! - [`IptConfig`]: hyperparameters, presets (`base`, `tiny`) and validation.
+//! - [`IptConfig`]: hyperparameters, presets (`base`, `tiny`) and validation; [`TaskMap`]
+//!   (`tasks.rs`): which head serves which task, and resolving a user's task choice.
 //! - [`Ipt`]: the network; variable paths equal the official state-dict keys
 //!   (`head.0.1.body.0.weight`, `body.encoder.layers.3.self_attn.in_proj_weight`, …). Its parts
 //!   live in one file each, named as in the paper and the official `model/ipt.py`: `head.rs`,
@@ -30,8 +31,10 @@ pub mod device;
 pub mod ensemble;
 pub mod error;
 pub mod restore;
+pub mod tasks;
 
 pub use attention::AttentionKernel;
 pub use config::IptConfig;
 pub use error::{CheckpointError, ModelError};
 pub use ipt::Ipt;
+pub use tasks::{Head, TaskMap, TaskMapError, TaskSelector};
