@@ -8,6 +8,8 @@
 //!   live in one file each, named as in the paper and the official `model/ipt.py`: `head.rs`,
 //!   `body.rs` (the `VisionTransformer`), `transformer.rs` (encoder and decoder layers),
 //!   `attention.rs`, `tail.rs`, with `common.rs` for the shared convolution blocks.
+//! - [`device`] and [`memory`]: the machine a job runs on (CUDA, `--device`, bf16 autocast;
+//!   the memory still available).
 //! - [`checkpoint`]: official PyTorch `.pt` files (read with a small, safe pickle reader) and
 //!   `.safetensors` files carrying the config in their metadata.
 
@@ -30,6 +32,7 @@ pub mod convert;
 pub mod device;
 pub mod ensemble;
 pub mod error;
+pub mod memory;
 pub mod restore;
 pub mod tasks;
 
