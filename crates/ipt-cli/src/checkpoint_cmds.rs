@@ -57,19 +57,18 @@ pub struct ConvertArgs {
     pub tasks: Option<Vec<Task>>,
 }
 
-/// One line per task index: scale and, when known, the task.
+/// One line per task index: scale and, when known, the task (from [`IptConfig::task_map`]).
 pub fn describe_tasks(config: &IptConfig) -> Vec<String> {
     config
-        .scales
-        .iter()
-        .enumerate()
-        .map(|(i, &s)| {
-            let what = match config.task_at(i) {
+        .task_map()
+        .heads()
+        .map(|head| {
+            let what = match head.task {
                 Some(t) => t.name().to_string(),
-                None if s == 1 => "denoise or derain (not recorded)".to_string(),
-                None => format!("x{s}"),
+                None if head.scale == 1 => "denoise or derain (not recorded)".to_string(),
+                None => format!("x{}", head.scale),
             };
-            format!("  {i}: scale {s}, {what}")
+            format!("  {}: scale {}, {what}", head.index, head.scale)
         })
         .collect()
 }

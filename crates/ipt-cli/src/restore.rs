@@ -1,39 +1,20 @@
 //! `ipt restore`: restore whole images with an IPT checkpoint.
 //!
-//! Inputs are image files or folders (a folder contributes its image files, not recursively,
-//! in name order). Each output is `OUT/<input stem>.png`, 8-bit by default or 16-bit with
-//! `--bit-depth 16` (storing `round(value·257)`, so nothing is lost to 8-bit quantisation).
-//!
-//! Windows are stitched the official way (`--chop exact`, the default) or with the official
-//! second variant's sparser layout (`--chop fast`, about 9× fewer windows); either way the output
-//! rows are streamed, so memory is the output image plus a few bands of windows. Each image gets
-//! a progress bar in megapixels of input.
-//!
-//! Error policy: problems with the command itself (checkpoint, task, device, output folder,
-//! missing input paths, two inputs that would write the same output) stop before any work. An
-//! input that turns out to be unreadable is reported and skipped; the others are still restored,
-//! and the command exits with an error listing the skipped files at the end. Before each image,
-//! the memory it needs (output image, working set, PNG buffer) is compared with the memory
-//! available (`MemAvailable` of `/proc/meminfo`, and the cgroup limit when there is one; or
-//! `--memory-limit`), and the command stops with the sizes if it would not fit. Every output is
-//! written to a temporary file in `OUT` and renamed into place, so an interrupted run never leaves
-//! a truncated PNG and never touches outputs already written.
+//! Thin: parse the arguments, run the library job [`ipt_eval::restore_job::RestoreJob`] (it owns
+//! the policy: inputs → `OUT/<stem>.png`, limits, memory check, task, bit depth, atomic writes,
+//! what stops the command and what is skipped) and turn its events into progress bars
+//! (megapixels of input) and lines. Skipped inputs are listed at the end (exit status 1).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
-use ipt_degrade::files::{list_images, write_atomic, Depth};
-use ipt_degrade::Task;
-use ipt_model::checkpoint::{self, InferOptions};
+use ipt_eval::restore_job::{check_bf16, Batch, BitDepth, Cancel, Event, JobSpec, RestoreJob};
+use ipt_model::checkpoint::InferOptions;
 use ipt_model::chop::ChopMode;
 use ipt_model::device::DeviceSpec;
-use ipt_model::restore::{
-    memory_estimate, restore_image, windows_for, RestoreOptions, DEFAULT_CROP_BATCH,
-};
-use ipt_model::IptConfig;
+use ipt_model::restore::{RestoreOptions, DEFAULT_CROP_BATCH};
+use ipt_model::TaskSelector;
 
 /// Arguments of `ipt restore`.
 #[derive(clap::Args, Debug)]
@@ -42,9 +23,10 @@ pub struct Args {
     #[arg(long, value_name = "CKPT")]
     pub weights: PathBuf,
     /// Task: sr2, sr3, sr4, derain, denoise30, denoise50, or an index into the checkpoint's
-    /// task list. Optional for single-task checkpoints.
-    #[arg(long)]
-    pub task: Option<String>,
+    /// task list (resolved by `ipt_model::TaskMap`, as `ipt info` lists them). Optional for
+    /// single-task checkpoints.
+    #[arg(long, value_name = "NAME|INDEX")]
+    pub task: Option<TaskSelector>,
     /// Average over the ×8 flips/transposes (8× slower).
     #[arg(long)]
     pub self_ensemble: bool,
@@ -71,8 +53,8 @@ pub struct Args {
     #[arg(long)]
     pub bf16: bool,
     /// Bits per channel of the output PNGs (8, or 16 = value·257 rounded).
-    #[arg(long, default_value_t = 8, value_parser = parse_bit_depth)]
-    pub bit_depth: u8,
+    #[arg(long, default_value_t = BitDepth::Eight)]
+    pub bit_depth: BitDepth,
     /// Largest input image to decode, in pixels: a number or WIDTHxHEIGHT (default 16384x16384).
     /// Checked from the file's header, so a small file claiming a huge image is refused before
     /// it takes the machine's memory. The limit on decoded bytes grows with it (8 bytes a pixel,
@@ -89,94 +71,12 @@ pub struct Args {
 
 /// GiB (a positive number, fractions allowed) to bytes.
 fn parse_gib(s: &str) -> Result<u64, String> {
+    const GIB: f64 = (1u64 << 30) as f64;
     match s.trim().parse::<f64>() {
         Ok(g) if g.is_finite() && g > 0.0 => Ok((g * GIB) as u64),
         _ => Err(format!(
             "memory limit must be a positive number of GiB, not {s:?}"
         )),
-    }
-}
-
-const GIB: f64 = (1u64 << 30) as f64;
-
-/// `bytes` in GiB, MiB or KiB (binary units), whichever reads best.
-fn gib(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= GIB {
-        format!("{:.2} GiB", b / GIB)
-    } else if b >= (1u64 << 20) as f64 {
-        format!("{:.1} MiB", b / (1u64 << 20) as f64)
-    } else {
-        format!("{:.0} KiB", b / 1024.0)
-    }
-}
-
-/// `MemAvailable` (bytes) from the text of `/proc/meminfo`.
-pub fn parse_mem_available(meminfo: &str) -> Option<u64> {
-    meminfo.lines().find_map(|line| {
-        let rest = line.strip_prefix("MemAvailable:")?;
-        let mut parts = rest.split_whitespace();
-        let value: u64 = parts.next()?.parse().ok()?;
-        match parts.next() {
-            Some("kB") | None => Some(value * 1024),
-            Some(_) => None,
-        }
-    })
-}
-
-/// Memory this process may still use, with where the figure comes from: the smaller of
-/// `MemAvailable` and the room left under a cgroup v2 `memory.max`; `None` if neither can be read.
-fn available_memory() -> Option<(u64, &'static str)> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| parse_mem_available(&t));
-    let read = |p: &str| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok();
-    let cgroup = read("/sys/fs/cgroup/memory.max")
-        .map(|max| max.saturating_sub(read("/sys/fs/cgroup/memory.current").unwrap_or(0)));
-    match (meminfo, cgroup) {
-        (Some(m), Some(c)) if c < m => Some((c, "the cgroup memory limit")),
-        (Some(m), _) => Some((m, "MemAvailable in /proc/meminfo")),
-        (None, Some(c)) => Some((c, "the cgroup memory limit")),
-        (None, None) => None,
-    }
-}
-
-/// Refuses an image whose restoration needs more than `limit` bytes, naming both.
-pub fn check_memory(
-    file: &Path,
-    (h, w): (usize, usize),
-    scale: usize,
-    patch: usize,
-    opts: &RestoreOptions,
-    bit_depth: u8,
-    (limit, source): (u64, &str),
-) -> anyhow::Result<()> {
-    let est = memory_estimate(h, w, scale, patch, opts);
-    let png = 3 * (h * scale * w * scale) as u64 * u64::from(bit_depth / 8);
-    let need = est.total() + png;
-    if need > limit {
-        bail!(
-            "{}: restoring this {w}×{h} image (width×height; ×{scale}: {}×{} output) needs about \
-             {} (output image {}, working memory {}, PNG buffer {}), more than the {} available \
-             ({source}); free memory, restore a smaller image, or override with --memory-limit GIB",
-            file.display(),
-            w * scale,
-            h * scale,
-            gib(need),
-            gib(est.output),
-            gib(est.working),
-            gib(png),
-            gib(limit),
-        );
-    }
-    Ok(())
-}
-
-fn parse_bit_depth(s: &str) -> Result<u8, String> {
-    match s {
-        "8" => Ok(8),
-        "16" => Ok(16),
-        _ => Err(format!("bit depth must be 8 or 16, not {s:?}")),
     }
 }
 
@@ -190,154 +90,6 @@ fn parse_max_pixels(s: &str) -> Result<u64, String> {
     parsed.ok_or_else(|| {
         format!("--max-pixels takes a positive pixel count or WIDTHxHEIGHT, not {s:?}")
     })
-}
-
-/// Decoding limits for `--max-pixels` (the defaults without it).
-fn read_options(max_pixels: Option<u64>) -> ipt_degrade::io::ReadOptions {
-    use ipt_degrade::io::{ImageLimits, ReadOptions};
-    let limits = match max_pixels {
-        None => ImageLimits::default(),
-        Some(max_pixels) => ImageLimits {
-            max_pixels,
-            max_bytes: max_pixels
-                .saturating_mul(8)
-                .max(ImageLimits::DEFAULT_MAX_BYTES),
-        },
-    };
-    ReadOptions {
-        limits,
-        ..Default::default()
-    }
-}
-
-/// A read error, with a hint at `--max-pixels` for images over the limits.
-fn read_error(e: ipt_degrade::DegradeError) -> anyhow::Error {
-    if matches!(e, ipt_degrade::DegradeError::TooLarge { .. }) {
-        anyhow::anyhow!("{e} (raise it with --max-pixels if the image is genuine)")
-    } else {
-        e.into()
-    }
-}
-
-/// The task index in the checkpoint for `--task` (see [`Args::task`]), with a label for messages.
-/// Names resolve through [`IptConfig::task_index`] (the recorded task list, else the official
-/// six-task layout, else the only task of that scale), as `ipt info` lists them.
-pub fn resolve_task(arg: Option<&str>, config: &IptConfig) -> anyhow::Result<(usize, String)> {
-    let scales = &config.scales;
-    let n = scales.len();
-    let label = |idx: usize| match config.task_at(idx) {
-        Some(t) => format!("{t} (task {idx}, scale {})", scales[idx]),
-        None => format!("task {idx} (scale {})", scales[idx]),
-    };
-    let held = || match &config.tasks {
-        Some(tasks) => {
-            let names: Vec<&str> = tasks.iter().map(|t| t.name()).collect();
-            format!("tasks {}", names.join(", "))
-        }
-        None => format!("task scales {scales:?}"),
-    };
-    let Some(arg) = arg else {
-        if n == 1 {
-            return Ok((0, label(0)));
-        }
-        bail!(
-            "this checkpoint holds {n} tasks ({}); choose one with --task \
-             (sr2, sr3, sr4, derain, denoise30, denoise50, or an index 0..{n})",
-            held()
-        );
-    };
-    if let Ok(idx) = arg.trim().parse::<usize>() {
-        if idx >= n {
-            bail!(
-                "task index {idx} is not in this checkpoint: it holds {n} task(s) ({})",
-                held()
-            );
-        }
-        return Ok((idx, label(idx)));
-    }
-    let task: Task = arg.trim().parse().map_err(anyhow::Error::from)?;
-    if let Some(idx) = config.task_index(task) {
-        return Ok((idx, label(idx)));
-    }
-    let same_scale = scales.iter().filter(|&&s| s == task.scale()).count();
-    if config.tasks.is_none() && same_scale > 1 {
-        bail!(
-            "task {task} is ambiguous in this checkpoint ({same_scale} tasks have scale {} and \
-             the file does not record which is which); give the task index instead",
-            task.scale()
-        );
-    }
-    bail!("task {task} is not in this checkpoint: it holds {}", held())
-}
-
-/// Expand files and folders into the list of image files, in order.
-pub fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for input in inputs {
-        let meta =
-            std::fs::metadata(input).with_context(|| format!("input {}", input.display()))?;
-        if meta.is_dir() {
-            let found = list_images(input, Depth::Flat)?;
-            if found.is_empty() {
-                eprintln!("warning: no image files in folder {}", input.display());
-            }
-            files.extend(found);
-        } else {
-            files.push(input.clone());
-        }
-    }
-    if files.is_empty() {
-        bail!("no input images");
-    }
-    Ok(files)
-}
-
-/// `OUT/<stem>.png` for every input; refuses two inputs with the same output and an output that
-/// would overwrite an input.
-pub fn output_paths(files: &[PathBuf], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut seen: HashMap<PathBuf, &Path> = HashMap::new();
-    let canonical_inputs: Vec<PathBuf> = files
-        .iter()
-        .filter_map(|f| std::fs::canonicalize(f).ok())
-        .collect();
-    let mut outs = Vec::with_capacity(files.len());
-    for f in files {
-        let stem = f
-            .file_stem()
-            .with_context(|| format!("input {} has no file name", f.display()))?;
-        let o = out.join(stem).with_extension("png");
-        if let Some(prev) = seen.insert(o.clone(), f) {
-            bail!(
-                "inputs {} and {} would both be written to {}; restore them into different folders",
-                prev.display(),
-                f.display(),
-                o.display()
-            );
-        }
-        if let Ok(c) = std::fs::canonicalize(&o) {
-            if canonical_inputs.contains(&c) {
-                bail!(
-                    "output {} would overwrite an input; choose another --out",
-                    o.display()
-                );
-            }
-        }
-        outs.push(o);
-    }
-    Ok(outs)
-}
-
-/// Write `img` to `path` as a PNG of `bit_depth` bits, atomically
-/// ([`ipt_degrade::files::write_atomic`]: an interrupted run never leaves a truncated PNG).
-fn write_atomically(path: &Path, img: &ipt_degrade::Image, bit_depth: u8) -> anyhow::Result<()> {
-    write_atomic(path, |tmp| {
-        if bit_depth == 16 {
-            ipt_degrade::io::write_png16(tmp, img)
-        } else {
-            ipt_degrade::io::write_png(tmp, img)
-        }
-    })?;
-    Ok(())
 }
 
 /// A progress bar over the windows of one image, shown as megapixels of input done.
@@ -369,142 +121,114 @@ fn device_name(device: tch::Device) -> String {
     }
 }
 
+/// Turns a job's events into the command's output: warnings and skips on stderr, the plan line,
+/// one bar per image, one line per restored image on stdout.
+struct Printer<'a> {
+    job: Option<&'a RestoreJob>,
+    bar: Option<ProgressBar>,
+}
+
+impl Printer<'_> {
+    fn event(&mut self, event: &Event) {
+        match *event {
+            Event::EmptyFolder(dir) => {
+                eprintln!("warning: no image files in folder {}", dir.display())
+            }
+            Event::Skipped { file, reason } => eprintln!("skipping {}: {reason}", file.display()),
+            Event::Planned { images, windows } => {
+                let Some(job) = self.job else { return };
+                let (opts, patch) = (&job.spec().options, job.patch());
+                let (bf16, ens) = (opts.bf16, opts.self_ensemble);
+                eprintln!(
+                    "restoring {images} image(s) with {} on {}{}: {windows} windows of \
+                     {patch}×{patch}, {} layout{}",
+                    job.head(),
+                    device_name(job.device()),
+                    if bf16 { " (bf16 autocast)" } else { "" },
+                    opts.chop,
+                    if ens { " (×8 self-ensemble)" } else { "" },
+                );
+            }
+            Event::ImageStarted {
+                number,
+                of,
+                file,
+                size: (h, w),
+                windows,
+            } => {
+                let prefix = format!("[{number}/{of}] {}", file.display());
+                self.bar = Some(image_bar(windows, (h * w) as f64 / 1e6, prefix));
+            }
+            Event::Windows(n) => self.bar.iter().for_each(|bar| bar.inc(n as u64)),
+            Event::ImageDone {
+                file,
+                output,
+                input: (ih, iw),
+                restored: (oh, ow),
+                seconds,
+            } => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+                let bits = self.job.map_or(8, |j| j.spec().bit_depth.bits());
+                println!(
+                    "{} ({iw}×{ih}, {:.2} MP) -> {} ({ow}×{oh}, {bits}-bit) in {seconds:.1} s",
+                    file.display(),
+                    (ih * iw) as f64 / 1e6,
+                    output.display(),
+                );
+            }
+        }
+    }
+}
+
 /// Run `ipt restore`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let device = args.device.resolve()?;
-    if args.bf16 && !device.is_cuda() {
-        bail!("--bf16 needs a CUDA device (libtorch has no CPU autocast here); drop --bf16 or use --device cuda");
-    }
-    let files = collect_inputs(&args.inputs)?;
-    let outs = output_paths(&files, &args.out)?;
-
-    let infer = InferOptions {
-        num_heads: args.num_heads,
-        ..Default::default()
+    check_bf16(args.bf16, device)?;
+    let mut printer = Printer {
+        job: None,
+        bar: None,
     };
-    let loaded = checkpoint::load(&args.weights, device, &infer)?;
-    let model = &loaded.model;
-    let config = model.config();
-    let (task_idx, task_label) = resolve_task(args.task.as_deref(), config)
-        .with_context(|| format!("checkpoint {}", args.weights.display()))?;
-    // Only now that the command is known to be valid: nothing is created for a bad one.
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating output folder {}", args.out.display()))?;
-    let opts = RestoreOptions {
-        crop_batch: args.crop_batch as usize,
-        self_ensemble: args.self_ensemble,
-        bf16: args.bf16,
-        chop: args.chop,
-    };
-    let scale = config.scales[task_idx];
-    let patch = config.patch_size;
-
-    // Sizes from the image headers: the pixel limit, window totals, and the memory check before
-    // each image. An image refused here is skipped and listed at the end, like an unreadable one.
-    let read_opts = read_options(args.max_pixels);
-    let mut sizes = Vec::with_capacity(files.len());
-    let mut failed: Vec<(PathBuf, String)> = Vec::new();
-    let mut skip = |f: &Path, e: anyhow::Error| {
-        eprintln!("skipping {}: {e}", f.display());
-        failed.push((f.to_path_buf(), e.to_string()));
-    };
-    for f in &files {
-        let size = image::image_dimensions(f)
-            .map_err(anyhow::Error::from)
-            .and_then(|(w, h)| {
-                // The byte limit depends on the colour type and is checked when decoding.
-                read_opts.limits.check(f, (w, h), 0).map_err(read_error)?;
-                Ok((h as usize, w as usize))
-            });
-        match size {
-            Ok(size) => sizes.push(Some(size)),
-            Err(e) => {
-                skip(f, e);
-                sizes.push(None);
-            }
-        }
-    }
-    let todo = sizes.iter().flatten().count();
-    let total: usize = sizes
-        .iter()
-        .flatten()
-        .map(|&(h, w)| windows_for(h, w, patch, &opts))
-        .sum();
-    eprintln!(
-        "restoring {todo} image(s) with {} on {}{}: {total} windows of {patch}×{patch}, {} layout{}",
-        task_label,
-        device_name(device),
-        if opts.bf16 { " (bf16 autocast)" } else { "" },
-        opts.chop,
-        if opts.self_ensemble {
-            " (×8 self-ensemble)"
-        } else {
-            ""
+    let batch = Batch::collect(&args.inputs, &args.out, &mut |e| printer.event(e))?;
+    let spec = JobSpec {
+        weights: args.weights,
+        task: args.task,
+        infer: InferOptions {
+            num_heads: args.num_heads,
+            ..Default::default()
         },
-    );
-
-    let started = Instant::now();
-    let mut done = 0usize;
-    let mut number = 0usize;
-    for ((file, out), size) in files.iter().zip(&outs).zip(&sizes) {
-        let Some((h, w)) = *size else { continue };
-        number += 1;
-        let limit = match args.memory_limit {
-            Some(bytes) => Some((bytes, "--memory-limit")),
-            None => available_memory(),
-        };
-        if let Some(limit) = limit {
-            if let Err(e) = check_memory(file, (h, w), scale, patch, &opts, args.bit_depth, limit) {
-                skip(file, e);
-                continue;
-            }
-        }
-        let t0 = Instant::now();
-        let image =
-            match ipt_degrade::io::read_image_with_options(file, &read_opts).map_err(read_error) {
-                Ok(img) => img,
-                Err(e) => {
-                    skip(file, e);
-                    continue;
-                }
-            };
-        let (_, ih, iw) = image.dim();
-        let bar = image_bar(
-            windows_for(ih, iw, patch, &opts),
-            (ih * iw) as f64 / 1e6,
-            format!("[{number}/{todo}] {}", file.display()),
-        );
-        let restored = restore_image(model, task_idx, &image, device, &opts, |n| {
-            bar.inc(n as u64)
-        })
-        .with_context(|| format!("restoring {}", file.display()))?;
-        bar.finish_and_clear();
-        write_atomically(out, &restored, args.bit_depth)
-            .with_context(|| format!("writing {}", out.display()))?;
-        done += 1;
-        let (_, oh, ow) = restored.dim();
-        println!(
-            "{} ({iw}×{ih}, {:.2} MP) -> {} ({ow}×{oh}, {}-bit) in {:.1} s",
-            file.display(),
-            (ih * iw) as f64 / 1e6,
-            out.display(),
-            args.bit_depth,
-            t0.elapsed().as_secs_f64()
-        );
-    }
+        options: RestoreOptions {
+            crop_batch: args.crop_batch as usize,
+            self_ensemble: args.self_ensemble,
+            bf16: args.bf16,
+            chop: args.chop,
+        },
+        bit_depth: args.bit_depth,
+        memory_limit: args.memory_limit,
+        max_pixels: args.max_pixels,
+    };
+    let job = RestoreJob::open(spec, device)?;
+    let mut printer = Printer {
+        job: Some(&job),
+        bar: None,
+    };
+    let summary = job.run(&batch, &mut |e| printer.event(e), &Cancel::default())?;
     eprintln!(
-        "restored {done} image(s) into {} in {:.1} s",
+        "restored {} image(s) into {} in {:.1} s",
+        summary.restored,
         args.out.display(),
-        started.elapsed().as_secs_f64()
+        summary.seconds
     );
-    if !failed.is_empty() {
-        let list: Vec<String> = failed
+    if !summary.skipped.is_empty() {
+        let list: Vec<String> = summary
+            .skipped
             .iter()
             .map(|(f, e)| format!("  {}: {e}", f.display()))
             .collect();
         bail!(
             "{} input(s) could not be restored and were skipped:\n{}",
-            failed.len(),
+            summary.skipped.len(),
             list.join("\n")
         );
     }
@@ -516,142 +240,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tasks_resolve_against_the_checkpoint_layout() {
-        let six = IptConfig::tiny(&[2, 3, 4, 1, 1, 1]);
-        assert_eq!(resolve_task(Some("sr3"), &six).unwrap().0, 1);
-        assert_eq!(resolve_task(Some("denoise50"), &six).unwrap().0, 5);
-        assert_eq!(resolve_task(Some("4"), &six).unwrap().0, 4);
-        assert!(resolve_task(None, &six).is_err());
-        assert!(resolve_task(Some("6"), &six).is_err());
-        assert!(resolve_task(Some("sr5"), &six).is_err());
-
-        let sr2 = IptConfig::tiny(&[2]);
-        assert_eq!(resolve_task(None, &sr2).unwrap().0, 0);
-        assert_eq!(resolve_task(Some("sr2"), &sr2).unwrap().0, 0);
-        let err = resolve_task(Some("sr3"), &sr2).unwrap_err().to_string();
-        assert!(err.contains("not in this checkpoint"), "{err}");
-        assert!(resolve_task(Some("denoise30"), &sr2).is_err());
-
-        let dn = IptConfig::tiny(&[1]);
-        assert_eq!(resolve_task(Some("denoise30"), &dn).unwrap().0, 0);
-
-        let two = IptConfig::tiny(&[1, 1]);
-        let err = resolve_task(Some("derain"), &two).unwrap_err().to_string();
-        assert!(err.contains("ambiguous"), "{err}");
-        assert_eq!(resolve_task(Some("1"), &two).unwrap().0, 1);
-    }
-
-    #[test]
-    fn recorded_tasks_decide_names() {
-        // two scale-1 tasks whose names the checkpoint records: names resolve, as `ipt info`
-        // lists them, and indices keep working
-        let mut dn = IptConfig::tiny(&[1, 1]);
-        dn.tasks = Some(vec![Task::Denoise30, Task::Denoise50]);
-        let (idx, label) = resolve_task(Some("denoise50"), &dn).unwrap();
-        assert_eq!(idx, 1);
-        assert!(label.starts_with("denoise50"), "{label}");
-        assert_eq!(resolve_task(Some("denoise30"), &dn).unwrap().0, 0);
-        let (idx, label) = resolve_task(Some("0"), &dn).unwrap();
-        assert_eq!(idx, 0);
-        assert!(label.starts_with("denoise30"), "{label}");
-        let err = resolve_task(Some("derain"), &dn).unwrap_err().to_string();
-        assert!(
-            err.contains("not in this checkpoint") && err.contains("denoise30, denoise50"),
-            "{err}"
-        );
-        let err = resolve_task(None, &dn).unwrap_err().to_string();
-        assert!(err.contains("denoise30, denoise50"), "{err}");
-        for (i, t) in [Task::Denoise30, Task::Denoise50].into_iter().enumerate() {
-            assert_eq!(dn.task_at(i), Some(t));
-            assert_eq!(dn.task_index(t), Some(i));
-        }
-
-        // a recorded list overrides the official six-task layout's indices
-        let mut six = IptConfig::tiny(&[2, 3, 4, 1, 1, 1]);
-        six.tasks = Some(vec![
-            Task::Sr2,
-            Task::Sr3,
-            Task::Sr4,
-            Task::Denoise50,
-            Task::Denoise30,
-            Task::Derain,
-        ]);
-        assert_eq!(resolve_task(Some("derain"), &six).unwrap().0, 5);
-        assert_eq!(resolve_task(Some("denoise50"), &six).unwrap().0, 3);
-
-        // unrecorded single scale-1 task: every scale-1 name finds it, none names it
-        let one = IptConfig::tiny(&[1]);
-        assert_eq!(one.task_at(0), None);
-        assert!(resolve_task(None, &one).unwrap().1.starts_with("task 0"));
-    }
-
-    #[test]
-    fn meminfo_and_memory_check() {
-        let text = "MemTotal:       24683584 kB\nMemFree:  100 kB\nMemAvailable:   23587484 kB\n";
-        assert_eq!(parse_mem_available(text), Some(23587484 * 1024));
-        assert_eq!(parse_mem_available("MemTotal: 5 kB\n"), None);
-        let opts = RestoreOptions::default();
-        let file = Path::new("photo.jpg");
-        // 4000×3000 ×2: the output alone is 576 MB
-        let err = check_memory(
-            file,
-            (3000, 4000),
-            2,
-            48,
-            &opts,
-            8,
-            (1 << 29, "--memory-limit"),
-        )
-        .unwrap_err()
-        .to_string();
-        for part in [
-            "photo.jpg",
-            "4000×3000",
-            "8000×6000",
-            "512.0 MiB",
-            "--memory-limit",
-        ] {
-            assert!(err.contains(part), "{part}: {err}");
-        }
-        assert!(check_memory(file, (3000, 4000), 2, 48, &opts, 16, (4 << 30, "x")).is_ok());
+    fn limits_parse() {
         assert_eq!(parse_gib("1.5"), Ok(3 << 29));
         assert!(parse_gib("0").is_err() && parse_gib("lots").is_err());
-        assert_eq!(gib(3 << 30), "3.00 GiB");
-        assert_eq!(gib(5 << 20), "5.0 MiB");
-        assert_eq!(gib(2048), "2 KiB");
-    }
-
-    #[test]
-    fn outputs_are_unique_and_never_inputs() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a.png");
-        std::fs::write(&a, b"x").unwrap();
-        let err = output_paths(std::slice::from_ref(&a), dir.path())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("overwrite an input"), "{err}");
-        let files = vec![PathBuf::from("x/a.png"), PathBuf::from("y/a.jpg")];
-        let err = output_paths(&files, Path::new("out"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("both be written"), "{err}");
-        let outs = output_paths(&[PathBuf::from("x/b.jpg")], Path::new("out")).unwrap();
-        assert_eq!(outs, vec![PathBuf::from("out/b.png")]);
-    }
-
-    #[test]
-    fn folders_expand_to_their_images_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        for n in ["b.png", "a.JPG", "notes.txt"] {
-            std::fs::write(dir.path().join(n), b"x").unwrap();
-        }
-        std::fs::create_dir(dir.path().join("sub.png")).unwrap();
-        let files = collect_inputs(&[dir.path().to_path_buf()]).unwrap();
-        let names: Vec<_> = files
-            .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, vec!["a.JPG", "b.png"]);
-        assert!(collect_inputs(&[dir.path().join("missing.png")]).is_err());
     }
 }

@@ -17,7 +17,7 @@ use indicatif::ProgressBar;
 use ipt_degrade::{Image, Task};
 use ipt_model::checkpoint::{self, InferOptions};
 use ipt_model::restore::{restore_image, windows_for, RestoreOptions};
-use ipt_model::{Ipt, IptConfig};
+use ipt_model::{Ipt, IptConfig, TaskMapError};
 use tch::{nn, Device};
 
 use crate::job::Job;
@@ -72,62 +72,29 @@ pub fn task_from_file_name(path: &Path) -> Option<Task> {
         .find(|t| name.contains(t.name()))
 }
 
-/// Which tasks a model with configuration `config` performs, as (task, head index); see the
-/// module docs for the rules. `explicit` is the task given as `TASK=FILE`; `path` is the file
-/// (its name is a hint for scale-1 heads).
-pub fn tasks_of(
-    config: &IptConfig,
-    explicit: Option<Task>,
-    path: &Path,
-) -> Result<Vec<(Task, usize)>, BenchError> {
-    let scales = &config.scales;
-    let file = path.display();
-    if let Some(task) = explicit {
-        return match config.task_index(task) {
-            Some(i) => Ok(vec![(task, i)]),
-            None => Err(BenchError::Unsupported(format!(
-                "{file} cannot do {task}: no head (or more than one) of scale {} among its \
-                 scales {scales:?}{}",
-                task.scale(),
-                config
-                    .tasks
-                    .as_ref()
-                    .map(|t| format!(
-                        " (recorded tasks {})",
-                        t.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
-                    ))
-                    .unwrap_or_default()
-            ))),
-        };
+impl WeightsSpec {
+    /// Which tasks the checkpoint with configuration `config` performs, as (task, head index),
+    /// by [`TaskMap::serving`] (see the module docs): the explicit `TASK=` if given, and the
+    /// file name as the hint for scale-1 heads.
+    pub fn serving(&self, config: &IptConfig) -> Result<Vec<(Task, usize)>, BenchError> {
+        let file = self.path.display();
+        config
+            .task_map()
+            .serving(self.task, task_from_file_name(&self.path))
+            .map_err(|e| {
+                BenchError::Unsupported(match e {
+                    TaskMapError::Unnamed { head } => format!(
+                        "cannot tell which task head {head} (scale 1) of {file} performs: name \
+                         it, e.g. --weights denoise30={file} (or derain=, denoise50=)"
+                    ),
+                    TaskMapError::Duplicate { task, scales } => format!(
+                        "{file} has several heads for {task} (scales {scales:?}); name the task \
+                         with TASK=FILE"
+                    ),
+                    other => format!("{file}: {other}"),
+                })
+            })
     }
-    if let Some(tasks) = &config.tasks {
-        return Ok(tasks.iter().enumerate().map(|(i, &t)| (t, i)).collect());
-    }
-    if config.is_official_six_task() {
-        return Ok(Task::ALL.iter().map(|t| (*t, t.index())).collect());
-    }
-    let mut tasks: Vec<(Task, usize)> = Vec::new();
-    for (i, &s) in scales.iter().enumerate() {
-        let task = match s {
-            2 => Task::Sr2,
-            3 => Task::Sr3,
-            4 => Task::Sr4,
-            1 => task_from_file_name(path).ok_or_else(|| {
-                BenchError::Unsupported(format!(
-                    "cannot tell which task head {i} (scale 1) of {file} performs: name it, \
-                     e.g. --weights denoise30={file} (or derain=, denoise50=)"
-                ))
-            })?,
-            _ => continue,
-        };
-        if tasks.iter().any(|(t, _)| *t == task) {
-            return Err(BenchError::Unsupported(format!(
-                "{file} has several heads for {task} (scales {scales:?}); name the task with TASK=FILE"
-            )));
-        }
-        tasks.push((task, i));
-    }
-    Ok(tasks)
 }
 
 /// A loaded checkpoint and the tasks it performs.
@@ -174,7 +141,7 @@ impl IptMethod {
         for spec in specs {
             let loaded = checkpoint::load(&spec.path, device, &InferOptions::default())
                 .map_err(|e| BenchError::Model(e.to_string()))?;
-            let tasks = tasks_of(&loaded.config, spec.task, &spec.path)?;
+            let tasks = spec.serving(&loaded.config)?;
             checkpoints.push(LoadedCheckpoint::new(
                 spec.path.clone(),
                 loaded.vs,
@@ -304,47 +271,54 @@ mod tests {
     #[test]
     fn task_mapping_rules() {
         let cfg = |scales: &[usize]| IptConfig::tiny(scales);
+        let served = |config: &IptConfig, task: Option<Task>, path: &Path| {
+            WeightsSpec {
+                task,
+                path: path.to_path_buf(),
+            }
+            .serving(config)
+        };
         let p = Path::new("IPT_pretrain.pt");
-        let all = tasks_of(&cfg(&[2, 3, 4, 1, 1, 1]), None, p).unwrap();
+        let all = served(&cfg(&[2, 3, 4, 1, 1, 1]), None, p).unwrap();
         assert_eq!(all.len(), 6);
         assert!(all.iter().all(|(t, i)| t.index() == *i));
         assert_eq!(
-            tasks_of(&cfg(&[2, 3, 4, 1, 1, 1]), Some(Task::Denoise50), p).unwrap(),
+            served(&cfg(&[2, 3, 4, 1, 1, 1]), Some(Task::Denoise50), p).unwrap(),
             vec![(Task::Denoise50, 5)]
         );
         assert_eq!(
-            tasks_of(&cfg(&[3]), None, Path::new("IPT_sr3.pt")).unwrap(),
+            served(&cfg(&[3]), None, Path::new("IPT_sr3.pt")).unwrap(),
             vec![(Task::Sr3, 0)]
         );
         assert_eq!(
-            tasks_of(&cfg(&[1]), None, Path::new("x/IPT_denoise30.pt")).unwrap(),
+            served(&cfg(&[1]), None, Path::new("x/IPT_denoise30.pt")).unwrap(),
             vec![(Task::Denoise30, 0)]
         );
         assert_eq!(
-            tasks_of(&cfg(&[1]), None, Path::new("IPT_derain.safetensors")).unwrap(),
+            served(&cfg(&[1]), None, Path::new("IPT_derain.safetensors")).unwrap(),
             vec![(Task::Derain, 0)]
         );
         assert_eq!(
-            tasks_of(&cfg(&[1]), Some(Task::Denoise50), Path::new("mine.pt")).unwrap(),
+            served(&cfg(&[1]), Some(Task::Denoise50), Path::new("mine.pt")).unwrap(),
             vec![(Task::Denoise50, 0)]
         );
-        let msg = tasks_of(&cfg(&[1]), None, Path::new("mine.pt"))
+        let msg = served(&cfg(&[1]), None, Path::new("mine.pt"))
             .unwrap_err()
             .to_string();
         assert!(msg.contains("denoise30=mine.pt"), "{msg}");
-        assert!(tasks_of(&cfg(&[2]), Some(Task::Sr4), Path::new("IPT_sr2.pt")).is_err());
+        assert!(served(&cfg(&[2]), Some(Task::Sr4), Path::new("IPT_sr2.pt")).is_err());
         assert_eq!(
-            tasks_of(&cfg(&[2, 4]), None, Path::new("two.pt")).unwrap(),
+            served(&cfg(&[2, 4]), None, Path::new("two.pt")).unwrap(),
             vec![(Task::Sr2, 0), (Task::Sr4, 1)]
         );
-        assert!(tasks_of(&cfg(&[2, 2]), None, Path::new("dup.pt")).is_err());
+        assert!(served(&cfg(&[2, 2]), None, Path::new("dup.pt")).is_err());
         // Tasks recorded in the file (by training) win over names and scales.
         let mut named = cfg(&[1, 2]);
         named.tasks = Some(vec![Task::Derain, Task::Sr2]);
         assert_eq!(
-            tasks_of(&named, None, Path::new("IPT_denoise30.pt")).unwrap(),
+            served(&named, None, Path::new("IPT_denoise30.pt")).unwrap(),
             vec![(Task::Derain, 0), (Task::Sr2, 1)]
         );
-        assert!(tasks_of(&named, Some(Task::Denoise30), Path::new("x.pt")).is_err());
+        assert!(served(&named, Some(Task::Denoise30), Path::new("x.pt")).is_err());
     }
 }

@@ -12,6 +12,8 @@
 //! - [`score`]: one image restored, quantized and scored (PSNR-Y and SSIM-Y with the IPT shave,
 //!   PSNR-RGB for denoising): the path every benchmark image *and* every validation image takes.
 //! - [`method`]: bicubic, identity, and IPT checkpoints ([`ipt_method`]).
+//! - [`restore_job`]: the restore job behind `ipt restore` (inputs → outputs, limits, memory
+//!   check, task, bit depth, progress events, cancellation), for any front end.
 //! - [`published`]: the paper's IPT numbers and the published bicubic row.
 //! - [`report`]: Markdown table, per-image CSV and the JSON summary; [`progress`]: the bars.
 //!
@@ -33,6 +35,7 @@ pub mod protocol;
 pub mod published;
 pub mod rain_pairs;
 pub mod report;
+pub mod restore_job;
 pub mod score;
 pub mod sr;
 

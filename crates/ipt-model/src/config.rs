@@ -4,6 +4,7 @@ use ipt_degrade::Task;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
+use crate::tasks::TaskMap;
 
 /// The RGB mean of DIV2K used by the official `MeanShift` layers (official `model/common.py`, `MeanShift`).
 pub const DIV2K_RGB_MEAN: [f64; 3] = [0.4488, 0.4371, 0.4040];
@@ -12,7 +13,7 @@ pub const DIV2K_RGB_MEAN: [f64; 3] = [0.4488, 0.4371, 0.4040];
 ///
 /// One head, one tail and (normally) one row of the task embedding exist per entry of
 /// [`scales`](Self::scales); the task index used by [`Ipt::forward`](crate::Ipt::forward) is the
-/// position in that list. Missing fields take the value of [`IptConfig::default`] (the paper's
+/// position in that list, and [`task_map`](Self::task_map) says which task each index serves. Missing fields take the value of [`IptConfig::default`] (the paper's
 /// six-task pre-training model).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -143,42 +144,15 @@ impl IptConfig {
         self.scales.get(task_idx).copied()
     }
 
-    /// The official six-task layout (`scales` = 2, 3, 4, 1, 1, 1 in [`Task::ALL`] order).
+    /// Which head serves which task ([`TaskMap`]): built from [`scales`](Self::scales) and the
+    /// recorded [`tasks`](Self::tasks). Every task lookup and every `--task` goes through it.
+    pub fn task_map(&self) -> TaskMap {
+        TaskMap::new(&self.scales, self.tasks.as_deref())
+    }
+
+    /// The official six-task layout (see [`TaskMap::is_official_six_task`]).
     pub fn is_official_six_task(&self) -> bool {
-        self.scales == Task::ALL.map(Task::scale)
-    }
-
-    /// The task index of `task` in this model, if it can tell: the position in
-    /// [`tasks`](Self::tasks) when recorded; the official index for the six-task layout; else
-    /// the only entry of `scales` with the task's scale (None when absent or ambiguous).
-    pub fn task_index(&self, task: Task) -> Option<usize> {
-        if let Some(tasks) = &self.tasks {
-            return tasks.iter().position(|&t| t == task);
-        }
-        if self.is_official_six_task() {
-            return Some(task.index());
-        }
-        let mut matching = (0..self.scales.len()).filter(|&i| self.scales[i] == task.scale());
-        match (matching.next(), matching.next()) {
-            (Some(i), None) => Some(i),
-            _ => None,
-        }
-    }
-
-    /// The task at index `idx`, when it can be told: the recorded task list, else the one task
-    /// that [`task_index`](Self::task_index) places there (`None` when several could be, e.g. an
-    /// unrecorded scale-1 head).
-    pub fn task_at(&self, idx: usize) -> Option<Task> {
-        if let Some(tasks) = &self.tasks {
-            return tasks.get(idx).copied();
-        }
-        let mut named = Task::ALL
-            .into_iter()
-            .filter(|&t| self.task_index(t) == Some(idx));
-        match (named.next(), named.next()) {
-            (Some(t), None) => Some(t),
-            _ => None,
-        }
+        self.task_map().is_official_six_task()
     }
 
     /// Checks that the configuration describes a network that can be built.
@@ -311,21 +285,11 @@ mod tests {
     }
 
     #[test]
-    fn task_indices() {
-        let six = IptConfig::base(&[2, 3, 4, 1, 1, 1]);
-        for t in Task::ALL {
-            assert_eq!(six.task_index(t), Some(t.index()));
-        }
-        let sr3 = IptConfig::base(&[3]);
-        assert_eq!(sr3.task_index(Task::Sr3), Some(0));
-        assert_eq!(sr3.task_index(Task::Sr2), None);
-        let two = IptConfig::base(&[1, 1]);
-        assert_eq!(two.task_index(Task::Denoise30), None, "ambiguous");
+    fn recorded_tasks_are_validated_and_serialized() {
         let mut named = IptConfig::base(&[1, 1]);
         named.tasks = Some(vec![Task::Denoise50, Task::Derain]);
         named.validate().unwrap();
-        assert_eq!(named.task_index(Task::Derain), Some(1));
-        assert_eq!(named.task_index(Task::Denoise30), None);
+        assert_eq!(named.task_map().index_of(Task::Derain), Some(1));
         named.tasks = Some(vec![Task::Sr2, Task::Derain]);
         assert!(named.validate().unwrap_err().to_string().contains("tasks"));
         let json = serde_json::to_string(&named).unwrap();

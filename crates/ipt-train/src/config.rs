@@ -1184,7 +1184,7 @@ mod tests {
             Some(vec![Task::Sr3, Task::Denoise30, Task::Denoise50])
         );
         // Denoise 30 and 50 share scale 1: the recorded tasks tell them apart.
-        assert_eq!(net.task_index(Task::Denoise50), Some(2));
+        assert_eq!(net.task_map().index_of(Task::Denoise50), Some(2));
         let err = parse("[model]\nnum_layer = 3\n").unwrap_err();
         assert!(err.to_string().contains("num_layer"), "{err}");
         let err = parse("[runtime]\ndevice = \"tpu\"\n").unwrap_err();
