@@ -1,8 +1,9 @@
 //! IPT training: multi-task pre-training and single-task fine-tuning (Chen et al., CVPR 2021,
 //! Section 3.2 and Section 4).
 //!
-//! - [`config`]: the TOML experiment configs (`configs/*.toml`) and the rules that turn one into
-//!   a model, a data source, a schedule and a loss.
+//! - [`config`]: the TOML experiment configs (`configs/*.toml`): schema, checks, paths.
+//! - [`plan`]: a config resolved once into a [`RunPlan`] (recipe, network, data, schedule,
+//!   clipping, loss, validation, paths, fingerprint); the trainer reads only the plan.
 //! - [`data`]: image sources (embedded procedural images, folders, rain pairs), the deterministic
 //!   sampler and the worker pipeline.
 //! - [`trainer`]: the [`Trainer`]: `new` (model, optimizer, data, resume), `step`, `validate`,
@@ -21,6 +22,7 @@ pub mod data;
 pub mod finetune;
 pub mod optim;
 mod parallel;
+pub mod plan;
 pub mod plot;
 mod progress;
 pub mod run_dir;
@@ -29,4 +31,5 @@ pub mod trainer;
 pub mod validation;
 
 pub use config::{DataRoots, ExperimentConfig, Mode};
+pub use plan::{Recipe, RunPlan};
 pub use trainer::{train, RunOptions, RunSummary, StepOutput, TrainError, Trainer};

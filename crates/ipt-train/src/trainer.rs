@@ -30,14 +30,13 @@ use ipt_model::{Ipt, IptConfig};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint::{write_atomic, CheckpointDir, CheckpointDirError, TrainState};
-use crate::config::{
-    ConfigError, DataRoots, DataSourceError, ExperimentConfig, Mode, ValidationSize,
-};
+use crate::config::{ConfigError, DataRoots, ExperimentConfig, Mode};
 use crate::data::pipeline::{BatchFactory, DataError};
-use crate::data::{Batch, DataStats, Pipeline, Sampler, SamplerConfig, SourceError};
+use crate::data::{Batch, DataStats, Pipeline, Sampler, SourceError};
 use crate::finetune::{read_pretrained, FinetuneError};
 use crate::optim::{clip_gradients, Adam, Clip, MultiStepLr, OptimError};
 use crate::parallel::{Agreement, Replicas};
+use crate::plan::{PlanError, Recipe, RunPlan, ValidationSource};
 use crate::progress::{TrainProgress, Window};
 use crate::run_dir::{ResumeMismatch, RunDir};
 use crate::run_log::{LogRow, RunLogError};
@@ -180,11 +179,11 @@ impl From<crate::run_dir::RunDirError> for TrainError {
     }
 }
 
-impl From<DataSourceError> for TrainError {
-    fn from(e: DataSourceError) -> Self {
+impl From<PlanError> for TrainError {
+    fn from(e: PlanError) -> Self {
         match e {
-            DataSourceError::Config(e) => e.into(),
-            DataSourceError::Source(e) => e.into(),
+            PlanError::Config(e) => e.into(),
+            PlanError::Source(e) => e.into(),
         }
     }
 }
@@ -305,7 +304,7 @@ pub struct LossTerms {
 
 /// A pre-training or fine-tuning run, ready to step.
 pub struct Trainer {
-    cfg: ExperimentConfig,
+    plan: RunPlan,
     opts: RunOptions,
     /// The run directory: rank 0 only.
     run: Option<RunDir>,
@@ -339,16 +338,14 @@ impl Trainer {
     /// (fresh, or from the pre-trained checkpoint when fine-tuning), the optimizer and the data
     /// source, and resume from the directory's latest checkpoint if it has one.
     pub fn new(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Trainer, TrainError> {
-        let (mode, file) = (opts.mode, &opts.config_path);
-        check_mode(cfg, mode, file)?;
         // Fail fast: every path before anything expensive.
-        cfg.check_paths(&opts.roots, file)?;
-        let source = cfg.data_source(&opts.roots, file)?;
+        let plan = RunPlan::resolve(cfg, opts.mode, &opts.roots, &opts.config_path)?;
+        let file = &plan.file;
 
-        if let Some(t) = cfg.runtime.threads {
+        if let Some(t) = plan.runtime.threads {
             tch::set_num_threads(t as i32);
         }
-        let device = match (cfg.runtime.device.resolve()?, &opts.distributed) {
+        let device = match (plan.runtime.device.resolve()?, &opts.distributed) {
             // One GPU per rank, as torchrun and srun lay them out.
             (Device::Cuda(_), Some(env)) => Device::Cuda(env.local_rank),
             (d, _) => d,
@@ -357,7 +354,7 @@ impl Trainer {
             Some(env) => Replicas::join(
                 env,
                 device,
-                Duration::from_secs(cfg.runtime.collective_timeout_s),
+                Duration::from_secs(plan.runtime.collective_timeout_s),
             )?,
             None => Replicas::single(),
         };
@@ -366,24 +363,24 @@ impl Trainer {
             true => Some(RunDir::open(&opts.run_dir)?),
             false => None,
         };
-        tch::manual_seed(derive_seed(cfg.runtime.seed, &[TAG_INIT]) as i64);
+        tch::manual_seed(derive_seed(plan.runtime.seed, &[TAG_INIT]) as i64);
         let vs = nn::VarStore::new(device);
-        let (model, network) = build_model(cfg, &vs, mode, &opts.roots, file)?;
-        if network.patch_size != cfg.data.patch {
+        let (model, network) = build_model(&plan, &vs)?;
+        if network.patch_size != plan.data.patch {
             return Err(ConfigError::Invalid {
                 path: file.clone(),
                 key: "data.patch".into(),
                 message: format!(
                     "{} differs from the checkpoint's input size {}",
-                    cfg.data.patch, network.patch_size
+                    plan.data.patch, network.patch_size
                 ),
             }
             .into());
         }
         let mut adam = Adam::from_var_store(&vs);
         let (state, skipped) = match &run {
-            Some(run) => open_state(run, cfg, &vs, &mut adam, opts.verbose)?,
-            None => (TrainState::fresh(cfg.runtime.seed), Vec::new()),
+            Some(run) => open_state(run, &plan, &vs, &mut adam, opts.verbose)?,
+            None => (TrainState::fresh(plan.runtime.seed), Vec::new()),
         };
         let state = sync_replicas(&replicas, &vs, &mut adam, state, device)?;
         if let Some(stop) = opts
@@ -397,42 +394,31 @@ impl Trainer {
             });
         }
 
-        let tasks = cfg.model_tasks(mode);
+        let tasks = plan.recipe.tasks();
         let sampler = Sampler::new(
-            SamplerConfig {
-                seed: cfg.runtime.seed,
-                tasks: tasks.clone(),
-                weights: cfg.task_weights(mode),
-                batch_size: cfg.optim.batch_size,
-                patch: cfg.data.patch,
-                augment: cfg.augment(mode),
-                repeat: cfg.data.repeat,
-                crops_per_image: cfg.data.crops_per_image,
-                rank: replicas.rank(),
-                world_size: replicas.world(),
-            },
-            source.len(),
+            plan.sampler_config(replicas.rank(), replicas.world()),
+            plan.data.source.len(),
         )?;
         let batches_per_epoch = sampler.batches_per_epoch() as u64;
-        let rain = match cfg.path_of("data.rain_streaks", &opts.roots, file)? {
-            Some(dir) => RainSource::from_folder(&dir)?,
+        let rain = match &plan.data.rain_streaks {
+            Some(dir) => RainSource::from_folder(dir)?,
             None => RainSource::default(),
         };
         let data = Arc::new(BatchFactory {
             sampler,
-            source,
+            source: plan.data.source.clone(),
             rain,
-            max_bad_fraction: cfg.data.max_bad_fraction,
-            bad_file_grace: cfg.data.bad_file_grace,
-            small_images: cfg.data.small_images,
+            max_bad_fraction: plan.data.max_bad_fraction,
+            bad_file_grace: plan.data.bad_file_grace,
+            small_images: plan.data.small_images,
             stats: DataStats::default(),
         });
         // Rank 0 validates while the others wait in the next step's collectives.
         let validation = match replicas.is_main() {
-            true => build_validation(cfg, &tasks, &opts.roots, file)?,
+            true => build_validation(&plan, &tasks)?,
             false => None,
         };
-        let total_steps = cfg.total_steps(batches_per_epoch);
+        let total_steps = plan.schedule.total_steps(batches_per_epoch);
         let progress =
             TrainProgress::new(opts.verbose && replicas.is_main(), state.step, total_steps);
         let summary = RunSummary {
@@ -453,12 +439,12 @@ impl Trainer {
             ..RunSummary::default()
         };
         let trainer = Trainer {
-            schedule: cfg.schedule(batches_per_epoch),
-            clip: cfg.clip(),
-            loss: cfg.loss(mode),
-            bf16: cfg.runtime.bf16 && device.is_cuda(),
+            schedule: plan.schedule.lr_schedule(batches_per_epoch),
+            clip: plan.clip,
+            loss: plan.loss,
+            bf16: plan.runtime.bf16 && device.is_cuda(),
             elapsed_before: state.elapsed_s,
-            cfg: cfg.clone(),
+            plan,
             opts: opts.clone(),
             run,
             replicas,
@@ -494,8 +480,8 @@ impl Trainer {
         let mut batches = Pipeline::start(
             Arc::clone(&self.data),
             self.state.step,
-            self.cfg.data.workers,
-            self.cfg.data.queue,
+            self.plan.data.workers,
+            self.plan.data.queue,
         );
         self.started = Instant::now();
         while self.state.step < end {
@@ -507,10 +493,10 @@ impl Trainer {
             if out.loss.is_some() {
                 self.log_step(&out, end)?;
                 let at_end = out.step == end;
-                if self.due(self.cfg.validation.every, at_end) {
+                if self.due(self.plan.validate_every, at_end) {
                     self.validate()?;
                 }
-                if self.due(self.cfg.checkpoint.every, at_end) {
+                if self.due(self.plan.checkpoint.every, at_end) {
                     self.save_checkpoint()?;
                 }
             }
@@ -533,7 +519,7 @@ impl Trainer {
     pub fn step(&mut self, batch: &Batch) -> Result<StepOutput, TrainError> {
         let step = self.state.step;
         let lr = self.schedule.lr(step);
-        tch::manual_seed(derive_seed(self.cfg.runtime.seed, &[TAG_STEP_TORCH, step]) as i64);
+        tch::manual_seed(derive_seed(self.plan.runtime.seed, &[TAG_STEP_TORCH, step]) as i64);
         let x = batch.lr.to_device(self.device);
         let y = batch.hr.to_device(self.device);
         let want_tokens = self.loss.lambda > 0.0;
@@ -569,7 +555,7 @@ impl Trainer {
                 "warning: step {}: loss is {total}; step skipped",
                 self.state.step
             ));
-            if self.nonfinite_in_row >= self.cfg.runtime.max_nonfinite_in_row {
+            if self.nonfinite_in_row >= self.plan.runtime.max_nonfinite_in_row {
                 let checkpoint = self.save_checkpoint()?;
                 return Err(TrainError::Diverged {
                     count: self.nonfinite_in_row,
@@ -589,7 +575,7 @@ impl Trainer {
         self.replicas.average_gradients(&mut grads)?;
         let _ = clip_gradients(&mut grads, self.clip);
         self.adam.step(&mut grads, lr);
-        if self.due(self.cfg.runtime.check_replicas_every, false) {
+        if self.due(self.plan.runtime.check_replicas_every, false) {
             self.check_replicas()?;
         }
         Ok(StepOutput {
@@ -656,7 +642,7 @@ impl Trainer {
             bad_files: stats.bad_files(),
             small_skips: stats.small_skips(),
             small_resized: stats.resized(),
-            config: Some(self.cfg.to_toml()),
+            config: Some(self.plan.config.to_toml()),
             ..self.state.clone()
         };
         let Some(run) = &self.run else {
@@ -669,7 +655,7 @@ impl Trainer {
             &state,
             |p| ipt_model::checkpoint::save(p, &self.vs, &self.network),
             |p| Tensor::write_safetensors(&ostate, p),
-            self.cfg.checkpoint.keep_last,
+            self.plan.checkpoint.keep_last,
         )?;
         run.plot()?;
         self.summary.last_checkpoint = Some(weights.clone());
@@ -718,13 +704,13 @@ impl Trainer {
         self.window
             .push(out.task, loss.total, loss.l1, loss.contrastive);
         self.progress.at(out.step);
-        if out.step.is_multiple_of(self.cfg.runtime.log_every as u64) || out.step == end {
+        if out.step.is_multiple_of(self.plan.runtime.log_every as u64) || out.step == end {
             let row = self.window.row(
                 out.step,
                 self.state.epoch,
                 out.task,
                 out.lr,
-                self.cfg.optim.batch_size,
+                self.plan.batch_size,
                 self.replicas.world(),
             );
             self.progress.show_window(&row, self.total_steps);
@@ -738,26 +724,23 @@ impl Trainer {
 
     /// Patches per optimizer step over all ranks.
     fn global_batch(&self) -> usize {
-        self.replicas.world() * self.cfg.optim.batch_size
+        self.replicas.world() * self.plan.batch_size
     }
 
     /// The opening line: what runs, how long, on what.
     fn announce(&self, tasks: &[Task]) {
         self.progress.say(format!(
             "{} run `{}`: {} steps ({} per epoch), batch {}, tasks [{}], device {:?}, {} parameters",
-            match self.opts.mode {
-                Mode::Pretrain => "pre-training",
-                Mode::Finetune => "fine-tuning",
-            },
-            self.cfg.run_name(),
+            self.plan.recipe.describe(),
+            self.plan.name(),
             self.total_steps,
             self.batches_per_epoch,
             match self.replicas.world() {
-                1 => self.cfg.optim.batch_size.to_string(),
+                1 => self.plan.batch_size.to_string(),
                 w => format!(
                     "{} ({w} ranks × {} per rank)",
                     self.global_batch(),
-                    self.cfg.optim.batch_size
+                    self.plan.batch_size
                 ),
             },
             tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
@@ -792,13 +775,9 @@ impl Trainer {
         if let (None, Some(run)) = (&s.last_checkpoint, &self.run) {
             s.last_checkpoint = run.checkpoints().latest()?.map(|c| c.weights);
         }
-        if let (Mode::Finetune, Some(ft), Some(run)) =
-            (self.opts.mode, &self.cfg.finetune, &self.run)
-        {
+        if let (Recipe::Finetune { task, .. }, Some(run)) = (&self.plan.recipe, &self.run) {
             if self.state.step == self.total_steps {
-                let out = run
-                    .path()
-                    .join(format!("ipt_{}.safetensors", ft.task.name()));
+                let out = run.path().join(format!("ipt_{}.safetensors", task.name()));
                 write_atomic(&out, |p| {
                     ipt_model::checkpoint::save(p, &self.vs, &self.network)
                 })?;
@@ -840,13 +819,13 @@ pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, Tr
 /// checkpoints set aside.
 fn open_state(
     run: &RunDir,
-    cfg: &ExperimentConfig,
+    plan: &RunPlan,
     vs: &nn::VarStore,
     adam: &mut Adam,
     verbose: bool,
 ) -> Result<(TrainState, Vec<String>), TrainError> {
-    let resumed = resume(run, cfg, vs, adam, verbose)?;
-    run.write_config(cfg)?;
+    let resumed = resume(run, plan, vs, adam, verbose)?;
+    run.write_config(&plan.config)?;
     let state = match resumed.state {
         Some(st) => {
             run.log().truncate_after(st.step)?;
@@ -855,7 +834,7 @@ fn open_state(
         None => {
             // A fresh run: no stale rows from an earlier run that never checkpointed.
             let _ = std::fs::remove_file(run.log().path());
-            TrainState::fresh(cfg.runtime.seed)
+            TrainState::fresh(plan.runtime.seed)
         }
     };
     Ok((state, resumed.skipped))
@@ -918,7 +897,7 @@ struct Resumed {
 /// warning and the next older one is tried; one of a different experiment stops the run.
 fn resume(
     run: &RunDir,
-    cfg: &ExperimentConfig,
+    plan: &RunPlan,
     vs: &nn::VarStore,
     adam: &mut Adam,
     verbose: bool,
@@ -928,7 +907,7 @@ fn resume(
     for &step in steps.iter().rev() {
         let loaded = (|| -> Result<TrainState, TrainError> {
             let ck = run.checkpoints().read(step)?;
-            run.check_same_experiment(cfg, ck.state.config.as_deref())?;
+            run.check_same_experiment(&plan.fingerprint, ck.state.config.as_deref())?;
             let sd = ipt_model::checkpoint::read_state_dict(&ck.weights)?;
             ipt_model::checkpoint::copy_into(vs, &sd, &ck.weights)?;
             let optim =
@@ -983,81 +962,47 @@ fn resume(
     }
 }
 
-/// Errors unless the config suits the command (`[finetune]` present exactly for fine-tuning).
-fn check_mode(
-    cfg: &ExperimentConfig,
-    mode: Mode,
-    file: &std::path::Path,
-) -> Result<(), ConfigError> {
-    let bad = |message: &str| ConfigError::Invalid {
-        path: file.to_path_buf(),
-        key: "finetune".into(),
-        message: message.into(),
-    };
-    match (mode, &cfg.finetune) {
-        (Mode::Finetune, None) => Err(bad(
-            "`ipt finetune` needs a [finetune] section (task, from)",
-        )),
-        (Mode::Pretrain, Some(_)) => Err(bad(
-            "this is a fine-tune config; run it with `ipt finetune`",
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// The network: from `[model]` for pre-training, from the pre-trained checkpoint's task when
 /// fine-tuning (body, head, tail and query row copied in).
-fn build_model(
-    cfg: &ExperimentConfig,
-    vs: &nn::VarStore,
-    mode: Mode,
-    roots: &DataRoots,
-    file: &std::path::Path,
-) -> Result<(Ipt, IptConfig), TrainError> {
-    match (mode, &cfg.finetune) {
-        (Mode::Finetune, Some(ft)) => {
-            let from = cfg
-                .path_of("finetune.from", roots, file)?
-                .unwrap_or_else(|| ft.from.clone());
-            let pre = read_pretrained(&from, ft.task, ft.source_tasks.as_deref())?;
-            let network = pre.single_task_config(ft.task);
+fn build_model(plan: &RunPlan, vs: &nn::VarStore) -> Result<(Ipt, IptConfig), TrainError> {
+    match (&plan.recipe, &plan.network) {
+        (
+            Recipe::Finetune {
+                task,
+                from,
+                source_tasks,
+            },
+            _,
+        ) => {
+            let pre = read_pretrained(from, *task, source_tasks.as_deref())?;
+            let network = pre.single_task_config(*task);
             let model = Ipt::new(&vs.root(), &network)?;
-            pre.copy_task_into(vs, ft.task, &from)?;
+            pre.copy_task_into(vs, *task, from)?;
             Ok((model, network))
         }
-        _ => {
-            let network = cfg.network(file)?;
+        (Recipe::Pretrain { .. }, network) => {
+            let network = network.clone().ok_or_else(|| ConfigError::Invalid {
+                path: plan.file.clone(),
+                key: "model".into(),
+                message: "no network was planned".into(),
+            })?;
             Ok((Ipt::new(&vs.root(), &network)?, network))
         }
     }
 }
 
-/// The held-out images of `[validation]`, when validation is on.
-fn build_validation(
-    cfg: &ExperimentConfig,
-    tasks: &[Task],
-    roots: &DataRoots,
-    file: &std::path::Path,
-) -> Result<Option<ValidationSet>, TrainError> {
-    let v = &cfg.validation;
-    if v.every == 0 {
+/// The held-out images of the plan, when validation is on.
+fn build_validation(plan: &RunPlan, tasks: &[Task]) -> Result<Option<ValidationSet>, TrainError> {
+    let Some(v) = &plan.validation else {
         return Ok(None);
-    }
-    let seed = cfg.runtime.seed;
-    Ok(Some(
-        match (cfg.path_of("validation.path", roots, file)?, v.size) {
-            (Some(dir), size) => ValidationSet::from_folder(&dir, seed, tasks, v.images, size)?,
-            (None, ValidationSize::Crop(size)) => {
-                ValidationSet::embedded(seed, tasks, v.images, size)?
-            }
-            (None, ValidationSize::Whole(_)) => {
-                return Err(ConfigError::Invalid {
-                    path: file.to_path_buf(),
-                    key: "validation.size".into(),
-                    message: "\"whole\" needs validation.path".into(),
-                }
-                .into())
-            }
-        },
-    ))
+    };
+    let seed = plan.runtime.seed;
+    Ok(Some(match &v.source {
+        ValidationSource::Folder { dir, size } => {
+            ValidationSet::from_folder(dir, seed, tasks, v.images, *size)?
+        }
+        ValidationSource::Embedded { size } => {
+            ValidationSet::embedded(seed, tasks, v.images, *size)?
+        }
+    }))
 }
