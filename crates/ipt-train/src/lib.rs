@@ -23,6 +23,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod engine;
+mod error;
 pub mod finetune;
 pub mod optim;
 mod parallel;
