@@ -302,14 +302,16 @@ pub struct RunPlan {
 }
 
 impl RunPlan {
-    /// Resolve `cfg` for `mode`: check that it suits the command, that every path exists,
-    /// list the training images and check the network — all before anything expensive.
+    /// Resolve `cfg` for `mode`: check it (again, for a config not read from a file), check
+    /// that it suits the command and that every path exists, list the training images and
+    /// check the network — all before anything expensive.
     pub fn resolve(
         cfg: &ExperimentConfig,
         mode: Mode,
         roots: &DataRoots,
         file: &Path,
     ) -> Result<RunPlan, PlanError> {
+        cfg.validate(file)?;
         check_command(cfg, mode, file)?;
         let paths = ConfigPaths::resolve(cfg, roots, file)?;
         paths.check(file)?;
@@ -445,7 +447,7 @@ fn loss(cfg: &ExperimentConfig, mode: Mode) -> PretrainLoss {
 }
 
 /// The validation images of `[validation]`, when validation is on. Whole images always have a
-/// folder (a rule of [`ExperimentConfig::validate`]).
+/// folder ([`ExperimentConfig::validate`], run first by [`RunPlan::resolve`]).
 fn validation_plan(cfg: &ExperimentConfig, paths: &ConfigPaths) -> Option<ValidationPlan> {
     let v = &cfg.validation;
     if v.every == 0 {
@@ -454,7 +456,7 @@ fn validation_plan(cfg: &ExperimentConfig, paths: &ConfigPaths) -> Option<Valida
     let source = match (path(&paths.validation), v.size) {
         (Some(dir), size) => ValidationSource::Folder { dir, size },
         (None, ValidationSize::Crop(size)) => ValidationSource::Embedded { size },
-        (None, ValidationSize::Whole(_)) => unreachable!("checked by validate"),
+        (None, ValidationSize::Whole(_)) => unreachable!("refused by ExperimentConfig::validate"),
     };
     Some(ValidationPlan {
         images: v.images,
