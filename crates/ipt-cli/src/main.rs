@@ -1,14 +1,15 @@
 //! `ipt`: the user-facing command of ipt-rs.
 //!
 //! Thin by design: each subcommand parses its arguments (one module per command family)
-//! and calls library functions from the `ipt-*` crates.
+//! and calls library functions from the `ipt-*` crates. Developer tools (`bench-speed`) live
+//! apart, under `dev/`.
 
 mod bench;
 mod checkpoint_cmds;
+mod dev;
 mod doctor;
 mod plot_runs;
 mod restore;
-mod speed;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -43,7 +44,7 @@ enum Command {
     /// Draw one task's validation curves of several runs in one chart.
     PlotRuns(plot_runs::Args),
     /// Measure restore, training, data-pipeline, bicubic and SSIM speed on this machine.
-    BenchSpeed(speed::Args),
+    BenchSpeed(dev::speed::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,6 +59,6 @@ fn main() -> anyhow::Result<()> {
         Command::Info(args) => checkpoint_cmds::run_info(args),
         Command::Convert(args) => checkpoint_cmds::run_convert(args),
         Command::PlotRuns(args) => plot_runs::run(args),
-        Command::BenchSpeed(args) => speed::run(args),
+        Command::BenchSpeed(args) => dev::speed::run(args),
     }
 }

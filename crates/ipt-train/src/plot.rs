@@ -75,6 +75,66 @@ const COLORS: [RGBColor; 7] = [
     RGBColor(140, 86, 75),
 ];
 
+/// Draw the mesh, every series and the legend on a built chart (a macro: the linear and the
+/// logarithmic charts have different coordinate types).
+macro_rules! finish {
+    ($chart:expr, $series:expr, $text:expr, $log_y:expr, $y_label:expr, $err:expr) => {{
+        let (series, text, log_y, y_label, err) = ($series, $text, $log_y, $y_label, $err);
+        let mut chart = $chart;
+        let mut mesh = chart.configure_mesh();
+        if text {
+            mesh.x_desc("step").y_desc(y_label);
+        } else {
+            mesh.x_labels(0).y_labels(0);
+        }
+        mesh.draw().map_err(|e| err(&e))?;
+        for s in series {
+            let color = COLORS[s.color % COLORS.len()];
+            let data: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .copied()
+                .filter(|p| p.1.is_finite() && (!log_y || p.1 > 0.0))
+                .collect();
+            let line = if s.dashed {
+                chart.draw_series(DashedLineSeries::new(
+                    data.clone(),
+                    8,
+                    6,
+                    color.stroke_width(2),
+                ))
+            } else {
+                chart.draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))
+            }
+            .map_err(|e| err(&e))?;
+            if text {
+                line.label(s.name.clone()).legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
+                });
+            }
+            if !s.dashed && data.len() <= 40 {
+                chart
+                    .draw_series(data.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map_err(|e| err(&e))?;
+            }
+        }
+        if text {
+            chart
+                .configure_series_labels()
+                // Losses fall and PSNRs rise: put the legend where the curves are not.
+                .position(if log_y {
+                    SeriesLabelPosition::UpperRight
+                } else {
+                    SeriesLabelPosition::LowerRight
+                })
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| err(&e))?;
+        }
+    }};
+}
+
 /// A named polyline to draw on one chart.
 struct Series {
     name: String,
@@ -83,6 +143,37 @@ struct Series {
     color: usize,
     /// Drawn dashed, without markers (a baseline).
     dashed: bool,
+}
+
+/// The axes' ranges `(x0, x1, y0, y1)` of `series` (finite points; positive ones on a log
+/// axis), padded; `None` when there is nothing to draw.
+fn bounds(series: &[Series], log_y: bool) -> Option<(f64, f64, f64, f64)> {
+    let pts = series.iter().flat_map(|s| s.points.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        if y.is_finite() && (!log_y || y > 0.0) {
+            x0 = x0.min(x);
+            x1 = x1.max(x);
+            y0 = y0.min(y);
+            y1 = y1.max(y);
+        }
+    }
+    if x0 > x1 {
+        return None;
+    }
+    if x1 <= x0 {
+        x1 = x0 + 1.0;
+    }
+    let pad = if log_y {
+        0.0
+    } else {
+        ((y1 - y0) * 0.05).max(1e-3)
+    };
+    Some(if log_y {
+        (x0, x1, y0 * 0.9, y1 * 1.1)
+    } else {
+        (x0, x1, y0 - pad, y1 + pad)
+    })
 }
 
 fn draw_chart(
@@ -96,31 +187,8 @@ fn draw_chart(
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let pts = series.iter().flat_map(|s| s.points.iter());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts {
-        if y.is_finite() && (!log_y || y > 0.0) {
-            x0 = x0.min(x);
-            x1 = x1.max(x);
-            y0 = y0.min(y);
-            y1 = y1.max(y);
-        }
-    }
-    if x0 > x1 {
+    let Some((x0, x1, y0, y1)) = bounds(series, log_y) else {
         return Ok(()); // nothing to draw yet
-    }
-    if x1 <= x0 {
-        x1 = x0 + 1.0;
-    }
-    let pad = if log_y {
-        0.0
-    } else {
-        ((y1 - y0) * 0.05).max(1e-3)
-    };
-    let (y0, y1) = if log_y {
-        (y0 * 0.9, y1 * 1.1)
-    } else {
-        (y0 - pad, y1 + pad)
     };
     let text = ensure_font();
     let draw = |tmp: &Path| -> Result<(), PlotError> {
@@ -134,70 +202,28 @@ fn draw_chart(
                 .x_label_area_size(40)
                 .y_label_area_size(70);
         }
-        macro_rules! finish {
-            ($chart:expr) => {{
-                let mut chart = $chart;
-                let mut mesh = chart.configure_mesh();
-                if text {
-                    mesh.x_desc("step").y_desc(y_label);
-                } else {
-                    mesh.x_labels(0).y_labels(0);
-                }
-                mesh.draw().map_err(|e| err(&e))?;
-                for s in series {
-                    let color = COLORS[s.color % COLORS.len()];
-                    let data: Vec<(f64, f64)> = s
-                        .points
-                        .iter()
-                        .copied()
-                        .filter(|p| p.1.is_finite() && (!log_y || p.1 > 0.0))
-                        .collect();
-                    let line = if s.dashed {
-                        chart.draw_series(DashedLineSeries::new(
-                            data.clone(),
-                            8,
-                            6,
-                            color.stroke_width(2),
-                        ))
-                    } else {
-                        chart.draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))
-                    }
-                    .map_err(|e| err(&e))?;
-                    if text {
-                        line.label(s.name.clone()).legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
-                        });
-                    }
-                    if !s.dashed && data.len() <= 40 {
-                        chart
-                            .draw_series(data.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                            .map_err(|e| err(&e))?;
-                    }
-                }
-                if text {
-                    chart
-                        .configure_series_labels()
-                        // Losses fall and PSNRs rise: put the legend where the curves are not.
-                        .position(if log_y {
-                            SeriesLabelPosition::UpperRight
-                        } else {
-                            SeriesLabelPosition::LowerRight
-                        })
-                        .background_style(WHITE.mix(0.85))
-                        .border_style(BLACK)
-                        .draw()
-                        .map_err(|e| err(&e))?;
-                }
-            }};
-        }
         if log_y {
-            finish!(builder
-                .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
-                .map_err(|e| err(&e))?);
+            finish!(
+                builder
+                    .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+                    .map_err(|e| err(&e))?,
+                series,
+                text,
+                log_y,
+                y_label,
+                err
+            );
         } else {
-            finish!(builder
-                .build_cartesian_2d(x0..x1, y0..y1)
-                .map_err(|e| err(&e))?);
+            finish!(
+                builder
+                    .build_cartesian_2d(x0..x1, y0..y1)
+                    .map_err(|e| err(&e))?,
+                series,
+                text,
+                log_y,
+                y_label,
+                err
+            );
         }
         root.present().map_err(|e| err(&e))
     };
@@ -207,8 +233,16 @@ fn draw_chart(
     })
 }
 
-/// Draw `loss.png` and `psnr.png` into `dir` from the run log's `rows`.
-pub fn plot(dir: &Path, rows: &[LogRow]) -> Result<(), PlotError> {
+/// The curves of a run log: total loss, loss by task, PSNR-Y and baseline by task.
+struct Curves {
+    total: Vec<(f64, f64)>,
+    by_task: BTreeMap<String, Vec<(f64, f64)>>,
+    psnr: BTreeMap<String, Vec<(f64, f64)>>,
+    baseline: BTreeMap<String, Vec<(f64, f64)>>,
+}
+
+/// Collect the [`Curves`] of `rows`.
+fn curves(rows: &[LogRow]) -> Curves {
     let mut total = Vec::new();
     let mut by_task: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     let mut psnr: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
@@ -246,6 +280,22 @@ pub fn plot(dir: &Path, rows: &[LogRow]) -> Result<(), PlotError> {
             }
         }
     }
+    Curves {
+        total,
+        by_task,
+        psnr,
+        baseline,
+    }
+}
+
+/// Draw `loss.png` and `psnr.png` into `dir` from the run log's `rows`.
+pub fn plot(dir: &Path, rows: &[LogRow]) -> Result<(), PlotError> {
+    let Curves {
+        total,
+        by_task,
+        psnr,
+        mut baseline,
+    } = curves(rows);
     let mut loss_series = vec![Series {
         name: "loss (all tasks)".into(),
         points: total,

@@ -3,7 +3,7 @@
 //!
 //! Starting a run in a directory that has checkpoints resumes from the latest; the resolved
 //! config must then match in everything that shapes the run
-//! ([`ExperimentConfig::fingerprint`]).
+//! ([`Fingerprint`]).
 //!
 //! One process at a time: opening takes an exclusive lock on `<run dir>/.lock` (an OS file
 //! lock, released when the process ends however it ends, so a lock left by a dead process is
@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{write_bytes_atomic, CheckpointDir, CheckpointDirError};
 use crate::config::ExperimentConfig;
+use crate::plan::Fingerprint;
 use crate::plot::{plot, PlotError};
 use crate::run_log::RunLog;
 
@@ -147,11 +148,11 @@ impl RunDir {
     }
 
     /// Errors when `recorded` (the config of the run being resumed: the one stored in its
-    /// checkpoint, else the directory's `config.toml`) differs from `cfg` in something that
-    /// shapes the run.
+    /// checkpoint, else the directory's `config.toml`) differs from `fingerprint` (the current
+    /// run's) in something that shapes the run.
     pub fn check_same_experiment(
         &self,
-        cfg: &ExperimentConfig,
+        fingerprint: &Fingerprint,
         recorded: Option<&str>,
     ) -> Result<(), ResumeMismatch> {
         let prev = match recorded {
@@ -161,15 +162,13 @@ impl RunDir {
         let Some(prev) = prev else {
             return Ok(());
         };
-        for ((what, a), (_, b)) in prev.fingerprint().into_iter().zip(cfg.fingerprint()) {
-            if a != b {
-                return Err(ResumeMismatch {
-                    run_dir: self.root.clone(),
-                    what: what.to_string(),
-                });
-            }
+        match Fingerprint::of(&prev).first_difference(fingerprint) {
+            Some(what) => Err(ResumeMismatch {
+                run_dir: self.root.clone(),
+                what: what.to_string(),
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Write the resolved config (atomically).

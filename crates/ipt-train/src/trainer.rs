@@ -1,14 +1,12 @@
-//! The training loop shared by pre-training and fine-tuning, as a [`Trainer`] with named stages:
-//! [`Trainer::new`] (run directory, model, optimizer, data, resume), [`Trainer::step`] (one
-//! optimizer step on one batch), [`Trainer::validate`], [`Trainer::save_checkpoint`] and the
-//! loop itself, [`Trainer::fit`].
+//! The training loop shared by pre-training and fine-tuning: [`Trainer`] puts together the
+//! start-up (`startup`: device, process group, run directory, model, resume, replica
+//! sync), the step engine ([`StepEngine`]: one optimizer step per batch) and the recorder
+//! (`recorder`: progress, `metrics.jsonl`, validation, checkpoints), and applies the policy in
+//! [`Trainer::fit`]: NaN/Inf skips, the stop agreed over the ranks, when to validate and save.
 //!
-//! Each step: the batch (one task) goes through that task's head, the body and its tail;
-//! loss = L1 + λ·contrastive on the decoder tokens (λ = 0 when fine-tuning); gradients →
-//! averaged over the ranks of a data-parallel job → clipping → Adam. A NaN/Inf loss skips the
-//! step and is counted; too many in a row write a checkpoint and stop with
-//! [`TrainError::Diverged`]. Before step `n` the libtorch RNG is seeded from `(seed, n)`, and the
-//! batch is a function of `(seed, n)`, so a resumed run repeats the uninterrupted one.
+//! A NaN/Inf loss skips the step and is counted; too many in a row write a checkpoint and stop
+//! with [`TrainError::Diverged`]. Before step `n` the libtorch RNG is seeded from `(seed, n)`,
+//! and the batch is a function of `(seed, n)`, so a resumed run repeats the uninterrupted one.
 //!
 //! Launched as one rank of a data-parallel job ([`RunOptions::distributed`]), the trainer joins
 //! the process group; rank 0 alone opens the run directory (resuming, writing checkpoints, logs,
@@ -19,175 +17,23 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use ipt_degrade::rain::RainSource;
-use ipt_degrade::seed::derive_seed;
 use ipt_degrade::Task;
 use ipt_dist::DistEnv;
-use ipt_loss::PretrainLoss;
-use ipt_model::{Ipt, IptConfig};
-use tch::{nn, Device, Kind, Tensor};
+use ipt_model::Ipt;
 
-use crate::checkpoint::{write_atomic, CheckpointDir, CheckpointDirError, TrainState};
-use crate::config::{
-    ConfigError, DataRoots, DataSourceError, ExperimentConfig, Mode, ValidationSize,
-};
-use crate::data::pipeline::{BatchFactory, DataError};
-use crate::data::{Batch, DataStats, Pipeline, Sampler, SamplerConfig, SourceError};
-use crate::finetune::{read_pretrained, FinetuneError};
-use crate::optim::{clip_gradients, Adam, Clip, MultiStepLr, OptimError};
-use crate::parallel::{Agreement, Replicas};
-use crate::progress::{TrainProgress, Window};
-use crate::run_dir::{ResumeMismatch, RunDir};
-use crate::run_log::{LogRow, RunLogError};
-use crate::validation::{
-    baseline_name, TaskScore, ValidationError, ValidationSet, ValidationSetError,
-};
-
-/// Seed domain of the libtorch RNG before step `n`.
-const TAG_STEP_TORCH: u64 = 0x5EED;
-/// Seed domain of the weight initialisation.
-const TAG_INIT: u64 = 0x1417;
-
-/// Everything that can stop a run.
-#[derive(Debug, thiserror::Error)]
-pub enum TrainError {
-    /// Bad config.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// Building the model failed.
-    #[error(transparent)]
-    Model(#[from] ipt_model::ModelError),
-    /// Reading or writing model weights failed.
-    #[error(transparent)]
-    Weights(#[from] ipt_model::CheckpointError),
-    /// Checkpoint bookkeeping failed.
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointDirError),
-    /// The data source is unusable.
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    /// The sampler cannot be built.
-    #[error(transparent)]
-    Sampler(#[from] crate::data::sampler::SamplerError),
-    /// The data pipeline failed.
-    #[error(transparent)]
-    Data(#[from] DataError),
-    /// Optimizer state problem.
-    #[error(transparent)]
-    Optim(#[from] OptimError),
-    /// Fine-tune preparation failed.
-    #[error(transparent)]
-    Finetune(#[from] FinetuneError),
-    /// The run log could not be written.
-    #[error(transparent)]
-    RunLog(#[from] RunLogError),
-    /// A plot could not be drawn.
-    #[error(transparent)]
-    Plot(#[from] crate::plot::PlotError),
-    /// Rain layers could not be loaded.
-    #[error(transparent)]
-    Rain(#[from] ipt_degrade::DegradeError),
-    /// A libtorch operation failed.
-    #[error(transparent)]
-    Torch(#[from] tch::TchError),
-    /// The validation images could not be prepared.
-    #[error(transparent)]
-    ValidationSet(#[from] ValidationSetError),
-    /// Validating failed.
-    #[error(transparent)]
-    Validation(#[from] ValidationError),
-    /// The device is unavailable.
-    #[error(transparent)]
-    Device(#[from] ipt_model::device::DeviceError),
-    /// The run directory belongs to a different experiment.
-    #[error(transparent)]
-    ResumeMismatch(#[from] ResumeMismatch),
-    /// Another process holds the run directory.
-    #[error(transparent)]
-    RunDirLocked(#[from] crate::run_dir::RunDirLocked),
-    /// Every checkpoint of the run directory was unreadable.
-    #[error(
-        "{run_dir}: no checkpoint could be resumed from:\n  {}\nThey were set aside (renamed \
-         *.corrupt) and are kept; run the same command again to start over, or restore a backup",
-        problems.join("\n  ")
-    )]
-    NoUsableCheckpoint {
-        /// The run directory.
-        run_dir: PathBuf,
-        /// What was wrong with each checkpoint.
-        problems: Vec<String>,
-    },
-    /// `--stop-after` at or below the step the run has already reached.
-    #[error(
-        "--stop-after {stop_after}: the run in {run_dir} is already at step {step}; give a larger \
-         value, or leave it out to finish the run"
-    )]
-    NothingToDo {
-        /// The run directory.
-        run_dir: PathBuf,
-        /// Completed steps.
-        step: u64,
-        /// The requested stop.
-        stop_after: u64,
-    },
-    /// Stopped on request (Ctrl-C or SIGTERM) after writing a checkpoint.
-    #[error(
-        "interrupted: stopped after step {step} and wrote checkpoint {}; run the same command \
-         again to resume",
-        checkpoint.display()
-    )]
-    Interrupted {
-        /// Completed steps.
-        step: u64,
-        /// The checkpoint written.
-        checkpoint: PathBuf,
-    },
-    /// A collective of a data-parallel job failed (a rank was lost, hung, or never came).
-    #[error("data-parallel training failed: {0}")]
-    Distributed(#[from] ipt_dist::DistError),
-    /// The ranks of a data-parallel job no longer hold the same weights.
-    #[error(
-        "step {step}: the ranks of the data-parallel job hold different weights; this is a bug \
-         (or ranks running different binaries or configs): resume from the last checkpoint"
-    )]
-    ReplicasDiverged {
-        /// The step the check ran after.
-        step: u64,
-    },
-    /// Too many consecutive NaN/Inf losses.
-    #[error(
-        "{count} consecutive steps had a NaN/Inf loss (last at step {step}); stopped after \
-         writing checkpoint {checkpoint}. Lower optim.lr or check the data."
-    )]
-    Diverged {
-        /// Consecutive non-finite steps.
-        count: usize,
-        /// The last step.
-        step: u64,
-        /// The checkpoint written.
-        checkpoint: PathBuf,
-    },
-}
-
-impl From<crate::run_dir::RunDirError> for TrainError {
-    fn from(e: crate::run_dir::RunDirError) -> Self {
-        match e {
-            crate::run_dir::RunDirError::Locked(e) => e.into(),
-            crate::run_dir::RunDirError::Files(e) => e.into(),
-        }
-    }
-}
-
-impl From<DataSourceError> for TrainError {
-    fn from(e: DataSourceError) -> Self {
-        match e {
-            DataSourceError::Config(e) => e.into(),
-            DataSourceError::Source(e) => e.into(),
-        }
-    }
-}
+use crate::checkpoint::TrainState;
+use crate::config::{DataRoots, ExperimentConfig, Mode};
+use crate::data::pipeline::BatchFactory;
+use crate::data::{Batch, Pipeline};
+use crate::engine::StepEngine;
+pub use crate::engine::{LossTerms, StepOutput};
+pub use crate::error::TrainError;
+use crate::plan::{Recipe, RunPlan};
+use crate::recorder::{Recorder, RecorderSettings};
+use crate::startup::{build_validation, start, Started};
+use crate::validation::{TaskScore, ValidationSet};
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -279,164 +125,62 @@ pub struct RunSummary {
     pub removed_temporaries: Vec<PathBuf>,
 }
 
-/// What one optimizer step did.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepOutput {
-    /// Completed steps after this one.
-    pub step: u64,
-    /// The batch's task.
-    pub task: Task,
-    /// The learning rate used.
-    pub lr: f64,
-    /// The loss terms, or `None` when the loss was NaN/Inf and the step was skipped.
-    pub loss: Option<LossTerms>,
-}
-
-/// The loss of one step.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LossTerms {
-    /// L1 + λ·contrastive.
-    pub total: f64,
-    /// The L1 term.
-    pub l1: f64,
-    /// The (unweighted) contrastive term.
-    pub contrastive: f64,
-}
-
 /// A pre-training or fine-tuning run, ready to step.
 pub struct Trainer {
-    cfg: ExperimentConfig,
+    plan: RunPlan,
     opts: RunOptions,
-    /// The run directory: rank 0 only.
-    run: Option<RunDir>,
-    replicas: Replicas,
-    device: Device,
-    vs: nn::VarStore,
-    model: Ipt,
-    network: IptConfig,
-    adam: Adam,
-    schedule: MultiStepLr,
-    clip: Clip,
-    loss: PretrainLoss,
-    bf16: bool,
+    engine: StepEngine,
+    recorder: Recorder,
     data: Arc<BatchFactory>,
+    state: TrainState,
     batches_per_epoch: u64,
     total_steps: u64,
-    validation: Option<ValidationSet>,
-    state: TrainState,
+    /// Consecutive NaN/Inf steps.
     nonfinite_in_row: usize,
+    /// Some rank asked to stop (agreed in the last step).
     stop_agreed: bool,
-    progress: TrainProgress,
-    window: Window,
-    summary: RunSummary,
+    clock: Clock,
+}
+
+/// Wall-clock time of the training steps.
+struct Clock {
+    /// When this process's loop started.
     started: Instant,
+    /// Seconds of training before this process (from the resumed checkpoint).
     elapsed_before: f64,
+    /// Steps run in this process.
     steps_run: u64,
 }
 
 impl Trainer {
-    /// Prepare a run: check the config and its paths, open the run directory, build the model
-    /// (fresh, or from the pre-trained checkpoint when fine-tuning), the optimizer and the data
-    /// source, and resume from the directory's latest checkpoint if it has one.
+    /// Prepare a run: resolve the config into a [`RunPlan`] (checking it and its paths before
+    /// anything expensive), then [`Trainer::from_plan`].
     pub fn new(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<Trainer, TrainError> {
-        let (mode, file) = (opts.mode, &opts.config_path);
-        check_mode(cfg, mode, file)?;
-        // Fail fast: every path before anything expensive.
-        cfg.check_paths(&opts.roots, file)?;
-        let source = cfg.data_source(&opts.roots, file)?;
+        let plan = RunPlan::resolve(cfg, opts.mode, &opts.roots, &opts.config_path)?;
+        Trainer::from_plan(plan, opts)
+    }
 
-        if let Some(t) = cfg.runtime.threads {
-            tch::set_num_threads(t as i32);
-        }
-        let device = match (cfg.runtime.device.resolve()?, &opts.distributed) {
-            // One GPU per rank, as torchrun and srun lay them out.
-            (Device::Cuda(_), Some(env)) => Device::Cuda(env.local_rank),
-            (d, _) => d,
-        };
-        let replicas = match &opts.distributed {
-            Some(env) => Replicas::join(
-                env,
-                device,
-                Duration::from_secs(cfg.runtime.collective_timeout_s),
-            )?,
-            None => Replicas::single(),
-        };
-        // Only rank 0 touches the run directory; the others get what it resumes.
-        let run = match replicas.is_main() {
-            true => Some(RunDir::open(&opts.run_dir)?),
-            false => None,
-        };
-        tch::manual_seed(derive_seed(cfg.runtime.seed, &[TAG_INIT]) as i64);
-        let vs = nn::VarStore::new(device);
-        let (model, network) = build_model(cfg, &vs, mode, &opts.roots, file)?;
-        if network.patch_size != cfg.data.patch {
-            return Err(ConfigError::Invalid {
-                path: file.clone(),
-                key: "data.patch".into(),
-                message: format!(
-                    "{} differs from the checkpoint's input size {}",
-                    cfg.data.patch, network.patch_size
-                ),
-            }
-            .into());
-        }
-        let mut adam = Adam::from_var_store(&vs);
-        let (state, skipped) = match &run {
-            Some(run) => open_state(run, cfg, &vs, &mut adam, opts.verbose)?,
-            None => (TrainState::fresh(cfg.runtime.seed), Vec::new()),
-        };
-        let state = sync_replicas(&replicas, &vs, &mut adam, state, device)?;
-        if let Some(stop) = opts
-            .stop_after
-            .filter(|&s| s <= state.step && state.step > 0)
-        {
-            return Err(TrainError::NothingToDo {
-                run_dir: opts.run_dir.clone(),
-                step: state.step,
-                stop_after: stop,
-            });
-        }
-
-        let tasks = cfg.model_tasks(mode);
-        let sampler = Sampler::new(
-            SamplerConfig {
-                seed: cfg.runtime.seed,
-                tasks: tasks.clone(),
-                weights: cfg.task_weights(mode),
-                batch_size: cfg.optim.batch_size,
-                patch: cfg.data.patch,
-                augment: cfg.augment(mode),
-                repeat: cfg.data.repeat,
-                crops_per_image: cfg.data.crops_per_image,
-                rank: replicas.rank(),
-                world_size: replicas.world(),
-            },
-            source.len(),
-        )?;
-        let batches_per_epoch = sampler.batches_per_epoch() as u64;
-        let rain = match cfg.path_of("data.rain_streaks", &opts.roots, file)? {
-            Some(dir) => RainSource::from_folder(&dir)?,
-            None => RainSource::default(),
-        };
-        let data = Arc::new(BatchFactory {
-            sampler,
-            source,
-            rain,
-            max_bad_fraction: cfg.data.max_bad_fraction,
-            bad_file_grace: cfg.data.bad_file_grace,
-            small_images: cfg.data.small_images,
-            stats: DataStats::default(),
-        });
+    /// Start a planned run: open the run directory, build the model (fresh, or from the
+    /// pre-trained checkpoint when fine-tuning), the optimizer and the data, and resume from
+    /// the directory's latest checkpoint if it has one.
+    pub fn from_plan(plan: RunPlan, opts: &RunOptions) -> Result<Trainer, TrainError> {
+        let Started {
+            run,
+            engine,
+            state,
+            skipped,
+            data,
+        } = start(&plan, opts)?;
+        let tasks = plan.recipe.tasks();
         // Rank 0 validates while the others wait in the next step's collectives.
-        let validation = match replicas.is_main() {
-            true => build_validation(cfg, &tasks, &opts.roots, file)?,
+        let validation = match run.is_some() {
+            true => build_validation(&plan, &tasks)?,
             false => None,
         };
-        let total_steps = cfg.total_steps(batches_per_epoch);
-        let progress =
-            TrainProgress::new(opts.verbose && replicas.is_main(), state.step, total_steps);
+        let batches_per_epoch = data.sampler.batches_per_epoch() as u64;
+        let total_steps = plan.schedule.total_steps(batches_per_epoch);
         let summary = RunSummary {
-            rank: replicas.rank(),
+            rank: engine.replicas().rank(),
             start_step: state.step,
             end_step: state.step,
             total_steps,
@@ -452,33 +196,32 @@ impl Trainer {
                 .unwrap_or_default(),
             ..RunSummary::default()
         };
+        let settings = RecorderSettings {
+            run_dir: opts.run_dir.clone(),
+            verbose: opts.verbose,
+            log_every: plan.runtime.log_every as u64,
+            keep_last: plan.checkpoint.keep_last,
+            batch_size: plan.batch_size,
+            world: engine.replicas().world(),
+            total_steps,
+        };
+        let recorder = Recorder::new(run, settings, validation, state.step, summary);
         let trainer = Trainer {
-            schedule: cfg.schedule(batches_per_epoch),
-            clip: cfg.clip(),
-            loss: cfg.loss(mode),
-            bf16: cfg.runtime.bf16 && device.is_cuda(),
-            elapsed_before: state.elapsed_s,
-            cfg: cfg.clone(),
+            clock: Clock {
+                started: Instant::now(),
+                elapsed_before: state.elapsed_s,
+                steps_run: 0,
+            },
+            plan,
             opts: opts.clone(),
-            run,
-            replicas,
-            device,
-            vs,
-            model,
-            network,
-            adam,
+            engine,
+            recorder,
             data,
             batches_per_epoch,
             total_steps,
-            validation,
             state,
             nonfinite_in_row: 0,
             stop_agreed: false,
-            progress,
-            window: Window::default(),
-            summary,
-            started: Instant::now(),
-            steps_run: 0,
         };
         trainer.announce(&tasks);
         Ok(trainer)
@@ -491,32 +234,28 @@ impl Trainer {
         if self.state.step == 0 && end > 0 {
             self.validate()?;
         }
-        let mut batches = Pipeline::start(
-            Arc::clone(&self.data),
-            self.state.step,
-            self.cfg.data.workers,
-            self.cfg.data.queue,
-        );
-        self.started = Instant::now();
+        let (workers, queue) = (self.plan.data.workers, self.plan.data.queue);
+        let mut batches = Pipeline::start(Arc::clone(&self.data), self.state.step, workers, queue);
+        self.clock.started = Instant::now();
         while self.state.step < end {
             let batch = batches.next_batch()?;
             for warning in batches.stats().take_warnings() {
-                self.progress.say(warning);
+                self.recorder.say(warning);
             }
             let out = self.step(&batch)?;
             if out.loss.is_some() {
-                self.log_step(&out, end)?;
+                self.recorder.log_step(&out, self.state.epoch, end)?;
                 let at_end = out.step == end;
-                if self.due(self.cfg.validation.every, at_end) {
+                if self.due(self.plan.validate_every, at_end) {
                     self.validate()?;
                 }
-                if self.due(self.cfg.checkpoint.every, at_end) {
+                if self.due(self.plan.checkpoint.every, at_end) {
                     self.save_checkpoint()?;
                 }
             }
             if self.stop_agreed && self.state.step < end {
                 let checkpoint = self.save_checkpoint()?;
-                self.progress.finish();
+                self.recorder.finish_progress();
                 return Err(TrainError::Interrupted {
                     step: self.state.step,
                     checkpoint,
@@ -527,173 +266,89 @@ impl Trainer {
         self.finish()
     }
 
-    /// One optimizer step on `batch`: forward, loss, backward, gradient averaging, clipping,
-    /// Adam. A NaN/Inf loss skips the update (`loss: None`); too many in a row write a
-    /// checkpoint and return [`TrainError::Diverged`].
+    /// One optimizer step on `batch` ([`StepEngine::step`]) with the run's policy: the step
+    /// counters advance, a NaN/Inf loss is counted (too many in a row write a checkpoint and
+    /// return [`TrainError::Diverged`]), and the replicas are checked when due.
     pub fn step(&mut self, batch: &Batch) -> Result<StepOutput, TrainError> {
-        let step = self.state.step;
-        let lr = self.schedule.lr(step);
-        tch::manual_seed(derive_seed(self.cfg.runtime.seed, &[TAG_STEP_TORCH, step]) as i64);
-        let x = batch.lr.to_device(self.device);
-        let y = batch.hr.to_device(self.device);
-        let want_tokens = self.loss.lambda > 0.0;
-        let forward = || {
-            self.model
-                .forward_with_tokens(&x, batch.plan.task_pos, true)
-        };
-        let (out, tokens) = if self.bf16 {
-            ipt_model::device::autocast_bf16(forward)?
-        } else {
-            forward()
-        };
-        let out = out.to_kind(Kind::Float);
-        let tokens = tokens.to_kind(Kind::Float);
-        let parts = self.loss.compute(&out, &y, want_tokens.then_some(&tokens));
-        // The global batch's loss (the mean of the ranks'), and whether any rank must stop.
-        let agreed = self.replicas.agree(Agreement {
-            total: parts.total.double_value(&[]),
-            l1: parts.l1,
-            contrastive: parts.contrastive,
-            stop: self.opts.stop.requested(),
-        })?;
-        self.stop_agreed = agreed.stop;
-        let total = agreed.total;
-        self.state.step += 1;
+        let out = self
+            .engine
+            .step(batch, self.state.step, self.opts.stop.requested())?;
+        self.stop_agreed = out.stop;
+        self.state.step = out.step;
         self.state.epoch = self.state.step / self.batches_per_epoch;
-        self.steps_run += 1;
-        let task = batch.plan.task;
-        if !total.is_finite() {
-            self.state.nonfinite_steps += 1;
-            self.nonfinite_in_row += 1;
-            self.progress.say(format!(
-                "warning: step {}: loss is {total}; step skipped",
-                self.state.step
-            ));
-            if self.nonfinite_in_row >= self.cfg.runtime.max_nonfinite_in_row {
-                let checkpoint = self.save_checkpoint()?;
-                return Err(TrainError::Diverged {
-                    count: self.nonfinite_in_row,
-                    step: self.state.step,
-                    checkpoint,
-                });
-            }
-            return Ok(StepOutput {
-                step: self.state.step,
-                task,
-                lr,
-                loss: None,
-            });
+        self.clock.steps_run += 1;
+        if let Some(total) = out.nonfinite_loss {
+            self.skip_nonfinite(total)?;
+            return Ok(out);
         }
         self.nonfinite_in_row = 0;
-        let mut grads = self.adam.gradients(&parts.total);
-        self.replicas.average_gradients(&mut grads)?;
-        let _ = clip_gradients(&mut grads, self.clip);
-        self.adam.step(&mut grads, lr);
-        if self.due(self.cfg.runtime.check_replicas_every, false) {
-            self.check_replicas()?;
+        if self.due(self.plan.runtime.check_replicas_every, false) {
+            self.engine.check_replicas(self.state.step)?;
         }
-        Ok(StepOutput {
-            step: self.state.step,
-            task,
-            lr,
-            loss: Some(LossTerms {
-                total,
-                l1: agreed.l1,
-                contrastive: agreed.contrastive,
-            }),
-        })
+        Ok(out)
+    }
+
+    /// Count a step skipped for its NaN/Inf loss `total`; stop after too many in a row.
+    fn skip_nonfinite(&mut self, total: f64) -> Result<(), TrainError> {
+        self.state.nonfinite_steps += 1;
+        self.nonfinite_in_row += 1;
+        self.recorder.say(format!(
+            "warning: step {}: loss is {total}; step skipped",
+            self.state.step
+        ));
+        if self.nonfinite_in_row >= self.plan.runtime.max_nonfinite_in_row {
+            let checkpoint = self.save_checkpoint()?;
+            return Err(TrainError::Diverged {
+                count: self.nonfinite_in_row,
+                step: self.state.step,
+                checkpoint,
+            });
+        }
+        Ok(())
     }
 
     /// Score the model on the held-out images (when validation is on), log the row and the
     /// line `validation @ step N: sr2 34.90 dB (bicubic 33.70), …`.
     pub fn validate(&mut self) -> Result<Vec<TaskScore>, TrainError> {
-        let Some(vset) = &self.validation else {
-            return Ok(Vec::new());
-        };
-        let scores = vset.evaluate(&self.model, self.device)?;
-        let step = self.state.step;
-        let by_name = |f: fn(&TaskScore) -> f64| {
-            scores
-                .iter()
-                .map(|s| (s.task.name().to_string(), f(s)))
-                .collect()
-        };
-        if let Some(run) = &self.run {
-            run.log().append(&LogRow::Validation {
-                step,
-                psnr_y: by_name(|s| s.psnr_y),
-                baseline: by_name(|s| s.baseline),
-            })?;
-        }
-        self.progress.say(format!(
-            "validation @ step {step}: {}",
-            scores
-                .iter()
-                .map(|s| format!(
-                    "{} {:.2} dB ({} {:.2})",
-                    s.task,
-                    s.psnr_y,
-                    baseline_name(s.task),
-                    s.baseline
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        self.summary
-            .validation
-            .push((step, scores.iter().map(|s| (s.task, s.psnr_y)).collect()));
-        Ok(scores)
+        self.recorder.validate(&self.engine, self.state.step)
     }
 
     /// Write a checkpoint of the current step (weights, optimizer, state; rank 0 only) and
     /// redraw the plots. Returns the weights file (on the other ranks of a data-parallel job,
     /// the file rank 0 writes, after checking that every rank holds the same weights).
     pub fn save_checkpoint(&mut self) -> Result<PathBuf, TrainError> {
-        self.check_replicas()?; // no collective for a single process
-        self.state.elapsed_s = self.elapsed_before + self.started.elapsed().as_secs_f64();
+        self.engine.check_replicas(self.state.step)?; // no collective for a single process
+        self.state.elapsed_s =
+            self.clock.elapsed_before + self.clock.started.elapsed().as_secs_f64();
         let stats = &self.data.stats;
         let state = TrainState {
             bad_files: stats.bad_files(),
             small_skips: stats.small_skips(),
             small_resized: stats.resized(),
-            config: Some(self.cfg.to_toml()),
+            config: Some(self.plan.config.to_toml()),
             ..self.state.clone()
         };
-        let Some(run) = &self.run else {
-            return Ok(CheckpointDir::at(&self.opts.run_dir)
-                .files(self.state.step)
-                .0);
-        };
-        let ostate = self.adam.state();
-        let weights = run.checkpoints().save(
-            &state,
-            |p| ipt_model::checkpoint::save(p, &self.vs, &self.network),
-            |p| Tensor::write_safetensors(&ostate, p),
-            self.cfg.checkpoint.keep_last,
-        )?;
-        run.plot()?;
-        self.summary.last_checkpoint = Some(weights.clone());
-        Ok(weights)
-    }
-
-    /// Errors unless every rank holds bit-identical weights.
-    fn check_replicas(&self) -> Result<(), TrainError> {
-        match self.replicas.identical(self.adam.params())? {
-            true => Ok(()),
-            false => Err(TrainError::ReplicasDiverged {
-                step: self.state.step,
-            }),
-        }
+        self.recorder.save_checkpoint(&self.engine, &state)
     }
 
     /// The model being trained.
     pub fn model(&self) -> &Ipt {
-        &self.model
+        self.engine.model()
+    }
+
+    /// The step engine.
+    pub fn engine(&self) -> &StepEngine {
+        &self.engine
     }
 
     /// Completed optimizer steps.
     pub fn steps_done(&self) -> u64 {
         self.state.step
+    }
+
+    /// Trainable parameters of the model.
+    pub fn parameter_count(&self) -> usize {
+        self.engine.parameter_count()
     }
 
     /// The step the run stops at: the planned total, or `--stop-after`.
@@ -709,355 +364,81 @@ impl Trainer {
         every > 0 && (self.state.step.is_multiple_of(every as u64) || at_end)
     }
 
-    /// Record a finished step; every `log_every` steps (and at the end) log the window.
-    fn log_step(&mut self, out: &StepOutput, end: u64) -> Result<(), TrainError> {
-        let Some(loss) = out.loss else {
-            return Ok(());
-        };
-        self.summary.losses.push((out.step, out.task, loss.total));
-        self.window
-            .push(out.task, loss.total, loss.l1, loss.contrastive);
-        self.progress.at(out.step);
-        if out.step.is_multiple_of(self.cfg.runtime.log_every as u64) || out.step == end {
-            let row = self.window.row(
-                out.step,
-                self.state.epoch,
-                out.task,
-                out.lr,
-                self.cfg.optim.batch_size,
-                self.replicas.world(),
-            );
-            self.progress.show_window(&row, self.total_steps);
-            if let Some(run) = &self.run {
-                run.log().append(&row)?;
-            }
-            self.window = Window::default();
-        }
-        Ok(())
-    }
-
     /// Patches per optimizer step over all ranks.
     fn global_batch(&self) -> usize {
-        self.replicas.world() * self.cfg.optim.batch_size
+        self.engine.replicas().world() * self.plan.batch_size
     }
 
     /// The opening line: what runs, how long, on what.
     fn announce(&self, tasks: &[Task]) {
-        self.progress.say(format!(
+        let batch = self.plan.batch_size;
+        self.recorder.say(format!(
             "{} run `{}`: {} steps ({} per epoch), batch {}, tasks [{}], device {:?}, {} parameters",
-            match self.opts.mode {
-                Mode::Pretrain => "pre-training",
-                Mode::Finetune => "fine-tuning",
-            },
-            self.cfg.run_name(),
+            self.plan.recipe.describe(),
+            self.plan.name(),
             self.total_steps,
             self.batches_per_epoch,
-            match self.replicas.world() {
-                1 => self.cfg.optim.batch_size.to_string(),
-                w => format!(
-                    "{} ({w} ranks × {} per rank)",
-                    self.global_batch(),
-                    self.cfg.optim.batch_size
-                ),
+            match self.engine.replicas().world() {
+                1 => batch.to_string(),
+                w => format!("{} ({w} ranks × {batch} per rank)", self.global_batch()),
             },
             tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
-            self.device,
+            self.engine.device(),
             self.parameter_count()
         ));
     }
 
-    /// Trainable parameters of the model.
-    pub fn parameter_count(&self) -> usize {
-        self.vs
-            .trainable_variables()
-            .iter()
-            .map(|t| t.numel())
-            .sum()
-    }
-
     /// Close the run: totals, the exported fine-tuned model, the closing line.
     fn finish(mut self) -> Result<RunSummary, TrainError> {
-        self.progress.finish();
-        let elapsed = self.started.elapsed().as_secs_f64();
-        let (global, world) = (self.global_batch(), self.replicas.world());
-        let s = &mut self.summary;
+        self.recorder.finish_progress();
+        let elapsed = self.clock.started.elapsed().as_secs_f64();
+        let (global, world) = (self.global_batch(), self.engine.replicas().world());
+        let export = match &self.plan.recipe {
+            Recipe::Finetune { task, .. } if self.state.step == self.total_steps => Some(*task),
+            _ => None,
+        };
+        let stats = &self.data.stats;
+        let s = self.recorder.close(&self.engine, export)?;
         s.end_step = self.state.step;
         s.elapsed_s = elapsed;
-        s.patches_per_s = (self.steps_run as f64 * global as f64) / elapsed.max(1e-9);
-        s.bad_files = self.data.stats.bad_files();
-        s.small_skips = self.data.stats.small_skips();
-        s.small_resized = self.data.stats.resized();
-        s.small_resized_images = self.data.stats.resized_images();
+        s.patches_per_s = (self.clock.steps_run as f64 * global as f64) / elapsed.max(1e-9);
+        s.bad_files = stats.bad_files();
+        s.small_skips = stats.small_skips();
+        s.small_resized = stats.resized();
+        s.small_resized_images = stats.resized_images();
         s.nonfinite_steps = self.state.nonfinite_steps;
-        if let (None, Some(run)) = (&s.last_checkpoint, &self.run) {
-            s.last_checkpoint = run.checkpoints().latest()?.map(|c| c.weights);
-        }
-        if let (Mode::Finetune, Some(ft), Some(run)) =
-            (self.opts.mode, &self.cfg.finetune, &self.run)
-        {
-            if self.state.step == self.total_steps {
-                let out = run
-                    .path()
-                    .join(format!("ipt_{}.safetensors", ft.task.name()));
-                write_atomic(&out, |p| {
-                    ipt_model::checkpoint::save(p, &self.vs, &self.network)
-                })?;
-                s.exported = Some(out);
-            }
-        }
-        self.progress.say(format!(
-            "done: step {}/{} in {:.1} s ({:.1} patches/s{}); skipped {} unreadable file(s), {} too-small crop(s), {} NaN/Inf step(s){}",
-            s.end_step,
-            s.total_steps,
-            elapsed,
-            s.patches_per_s,
-            match world {
-                1 => String::new(),
-                w => format!(", {:.1} per rank × {w} ranks", s.patches_per_s / w as f64),
-            },
-            s.bad_files,
-            s.small_skips,
-            s.nonfinite_steps,
-            match s.small_resized {
-                0 => String::new(),
-                n => format!(
-                    "; {n} crop(s) from {} small image(s) enlarged to the crop",
-                    s.small_resized_images
-                ),
-            }
-        ));
-        Ok(self.summary)
+        let line = closing_line(s, world);
+        self.recorder.say(line);
+        Ok(self.recorder.into_summary())
     }
+}
+
+/// `done: step N/M in … s (… patches/s); skipped …`.
+fn closing_line(s: &RunSummary, world: usize) -> String {
+    format!(
+        "done: step {}/{} in {:.1} s ({:.1} patches/s{}); skipped {} unreadable file(s), {} too-small crop(s), {} NaN/Inf step(s){}",
+        s.end_step,
+        s.total_steps,
+        s.elapsed_s,
+        s.patches_per_s,
+        match world {
+            1 => String::new(),
+            w => format!(", {:.1} per rank × {w} ranks", s.patches_per_s / w as f64),
+        },
+        s.bad_files,
+        s.small_skips,
+        s.nonfinite_steps,
+        match s.small_resized {
+            0 => String::new(),
+            n => format!(
+                "; {n} crop(s) from {} small image(s) enlarged to the crop",
+                s.small_resized_images
+            ),
+        }
+    )
 }
 
 /// Run (or resume) a pre-training or fine-tuning run: [`Trainer::new`] then [`Trainer::fit`].
 pub fn train(cfg: &ExperimentConfig, opts: &RunOptions) -> Result<RunSummary, TrainError> {
     Trainer::new(cfg, opts)?.fit()
-}
-
-/// Rank 0's start: resume from the run directory's latest usable checkpoint (or start fresh),
-/// record the config, and trim the log to the resumed step. Returns the state and the
-/// checkpoints set aside.
-fn open_state(
-    run: &RunDir,
-    cfg: &ExperimentConfig,
-    vs: &nn::VarStore,
-    adam: &mut Adam,
-    verbose: bool,
-) -> Result<(TrainState, Vec<String>), TrainError> {
-    let resumed = resume(run, cfg, vs, adam, verbose)?;
-    run.write_config(cfg)?;
-    let state = match resumed.state {
-        Some(st) => {
-            run.log().truncate_after(st.step)?;
-            st
-        }
-        None => {
-            // A fresh run: no stale rows from an earlier run that never checkpointed.
-            let _ = std::fs::remove_file(run.log().path());
-            TrainState::fresh(cfg.runtime.seed)
-        }
-    };
-    Ok((state, resumed.skipped))
-}
-
-/// Give every rank rank 0's weights (all variables, by name), optimizer state and step
-/// counters; returns the state to continue from. A single process keeps its own.
-fn sync_replicas(
-    replicas: &Replicas,
-    vs: &nn::VarStore,
-    adam: &mut Adam,
-    state: TrainState,
-    device: Device,
-) -> Result<TrainState, TrainError> {
-    if replicas.world() == 1 {
-        return Ok(state);
-    }
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut tensors: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
-    let ostate: Vec<(String, Tensor)> = adam
-        .state()
-        .into_iter()
-        .map(|(n, t)| (n, t.to_device(device)))
-        .collect();
-    tensors.extend(ostate.iter().map(|(_, t)| t.shallow_clone()));
-    let counters = Tensor::from_slice(&[
-        state.step as i64,
-        state.epoch as i64,
-        state.nonfinite_steps as i64,
-        state.elapsed_s.to_bits() as i64,
-    ])
-    .to_device(device);
-    tensors.push(counters.shallow_clone());
-    replicas.sync_from_main(&tensors)?;
-    if replicas.is_main() {
-        return Ok(state);
-    }
-    adam.load_state(ostate)?;
-    let c = Vec::<i64>::try_from(counters.to_device(Device::Cpu))?;
-    Ok(TrainState {
-        step: c[0] as u64,
-        epoch: c[1] as u64,
-        nonfinite_steps: c[2] as u64,
-        elapsed_s: f64::from_bits(c[3] as u64),
-        ..state
-    })
-}
-
-/// What [`resume`] found.
-struct Resumed {
-    /// The state of the checkpoint resumed from (`None`: a fresh run).
-    state: Option<TrainState>,
-    /// Checkpoints set aside, with the reason.
-    skipped: Vec<String>,
-}
-
-/// Load the newest checkpoint of `run` that can be read completely (state, weights, optimizer)
-/// into `vs` and `adam`. A checkpoint that cannot is set aside (renamed `*.corrupt`, kept) with a
-/// warning and the next older one is tried; one of a different experiment stops the run.
-fn resume(
-    run: &RunDir,
-    cfg: &ExperimentConfig,
-    vs: &nn::VarStore,
-    adam: &mut Adam,
-    verbose: bool,
-) -> Result<Resumed, TrainError> {
-    let steps = run.checkpoints().steps()?;
-    let mut skipped = Vec::new();
-    for &step in steps.iter().rev() {
-        let loaded = (|| -> Result<TrainState, TrainError> {
-            let ck = run.checkpoints().read(step)?;
-            run.check_same_experiment(cfg, ck.state.config.as_deref())?;
-            let sd = ipt_model::checkpoint::read_state_dict(&ck.weights)?;
-            ipt_model::checkpoint::copy_into(vs, &sd, &ck.weights)?;
-            let optim =
-                Tensor::read_safetensors(&ck.optim).map_err(|e| CheckpointDirError::Invalid {
-                    path: ck.optim.clone(),
-                    message: e.to_string(),
-                })?;
-            adam.load_state(optim)?;
-            Ok(ck.state)
-        })();
-        match loaded {
-            Ok(state) => {
-                if verbose {
-                    eprintln!(
-                        "resuming from {} (step {}, epoch {})",
-                        run.checkpoints().files(step).0.display(),
-                        state.step,
-                        state.epoch
-                    );
-                }
-                return Ok(Resumed {
-                    state: Some(state),
-                    skipped,
-                });
-            }
-            Err(e @ TrainError::ResumeMismatch(_)) => return Err(e),
-            Err(e) => {
-                let moved = run.checkpoints().set_aside(step)?;
-                let why = format!(
-                    "step {step}: {e} (set aside as {})",
-                    moved
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                eprintln!("warning: cannot resume from checkpoint {why}; trying the previous one");
-                skipped.push(why);
-            }
-        }
-    }
-    if steps.is_empty() {
-        Ok(Resumed {
-            state: None,
-            skipped,
-        })
-    } else {
-        Err(TrainError::NoUsableCheckpoint {
-            run_dir: run.path().to_path_buf(),
-            problems: skipped,
-        })
-    }
-}
-
-/// Errors unless the config suits the command (`[finetune]` present exactly for fine-tuning).
-fn check_mode(
-    cfg: &ExperimentConfig,
-    mode: Mode,
-    file: &std::path::Path,
-) -> Result<(), ConfigError> {
-    let bad = |message: &str| ConfigError::Invalid {
-        path: file.to_path_buf(),
-        key: "finetune".into(),
-        message: message.into(),
-    };
-    match (mode, &cfg.finetune) {
-        (Mode::Finetune, None) => Err(bad(
-            "`ipt finetune` needs a [finetune] section (task, from)",
-        )),
-        (Mode::Pretrain, Some(_)) => Err(bad(
-            "this is a fine-tune config; run it with `ipt finetune`",
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// The network: from `[model]` for pre-training, from the pre-trained checkpoint's task when
-/// fine-tuning (body, head, tail and query row copied in).
-fn build_model(
-    cfg: &ExperimentConfig,
-    vs: &nn::VarStore,
-    mode: Mode,
-    roots: &DataRoots,
-    file: &std::path::Path,
-) -> Result<(Ipt, IptConfig), TrainError> {
-    match (mode, &cfg.finetune) {
-        (Mode::Finetune, Some(ft)) => {
-            let from = cfg
-                .path_of("finetune.from", roots, file)?
-                .unwrap_or_else(|| ft.from.clone());
-            let pre = read_pretrained(&from, ft.task, ft.source_tasks.as_deref())?;
-            let network = pre.single_task_config(ft.task);
-            let model = Ipt::new(&vs.root(), &network)?;
-            pre.copy_task_into(vs, ft.task, &from)?;
-            Ok((model, network))
-        }
-        _ => {
-            let network = cfg.network(file)?;
-            Ok((Ipt::new(&vs.root(), &network)?, network))
-        }
-    }
-}
-
-/// The held-out images of `[validation]`, when validation is on.
-fn build_validation(
-    cfg: &ExperimentConfig,
-    tasks: &[Task],
-    roots: &DataRoots,
-    file: &std::path::Path,
-) -> Result<Option<ValidationSet>, TrainError> {
-    let v = &cfg.validation;
-    if v.every == 0 {
-        return Ok(None);
-    }
-    let seed = cfg.runtime.seed;
-    Ok(Some(
-        match (cfg.path_of("validation.path", roots, file)?, v.size) {
-            (Some(dir), size) => ValidationSet::from_folder(&dir, seed, tasks, v.images, size)?,
-            (None, ValidationSize::Crop(size)) => {
-                ValidationSet::embedded(seed, tasks, v.images, size)?
-            }
-            (None, ValidationSize::Whole(_)) => {
-                return Err(ConfigError::Invalid {
-                    path: file.to_path_buf(),
-                    key: "validation.size".into(),
-                    message: "\"whole\" needs validation.path".into(),
-                }
-                .into())
-            }
-        },
-    ))
 }

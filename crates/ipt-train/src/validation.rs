@@ -240,21 +240,7 @@ impl ValidationSet {
         images: usize,
         size: ValidationSize,
     ) -> Result<Self, ValidationSetError> {
-        let files = list_images(dir, Depth::Recursive).map_err(|e| SourceError::List {
-            path: e.path,
-            reason: e.source.to_string(),
-        })?;
-        let mut decoded = Vec::new();
-        for f in &files {
-            let img = ipt_degrade::io::read_image(f).map_err(|e| SourceError::Unreadable {
-                path: f.clone(),
-                reason: e.to_string(),
-            })?;
-            let name = f
-                .file_stem()
-                .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-            decoded.push((name, f.display().to_string(), img));
-        }
+        let decoded = decode_folder(dir)?;
         let set_name = dir
             .file_name()
             .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
@@ -340,6 +326,26 @@ pub enum ValidationSetError {
     /// A baseline could not be scored on an image.
     #[error(transparent)]
     Baseline(#[from] ValidationError),
+}
+
+/// Every image of `dir` (recursively, sorted), decoded: `(file stem, path, image)`.
+fn decode_folder(dir: &Path) -> Result<Vec<(String, String, Image)>, SourceError> {
+    let files = list_images(dir, Depth::Recursive).map_err(|e| SourceError::List {
+        path: e.path,
+        reason: e.source.to_string(),
+    })?;
+    let mut decoded = Vec::new();
+    for f in &files {
+        let img = ipt_degrade::io::read_image(f).map_err(|e| SourceError::Unreadable {
+            path: f.clone(),
+            reason: e.to_string(),
+        })?;
+        let name = f
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        decoded.push((name, f.display().to_string(), img));
+    }
+    Ok(decoded)
 }
 
 #[cfg(test)]

@@ -256,33 +256,7 @@ impl BatchFactory {
                 decoded = Some((idx, sample));
                 continue;
             };
-            let (h, w) = sample_ref.dims();
-            let mut rng = self.sampler.slot_rng(plan, attempt as u64);
-            let y = rng.random_range(0..=h - crop);
-            let x = rng.random_range(0..=w - crop);
-            let (hf, vf, tr) = if cfg.augment {
-                (
-                    rng.random_bool(0.5),
-                    rng.random_bool(0.5),
-                    rng.random_bool(0.5),
-                )
-            } else {
-                (false, false, false)
-            };
-            let cut = |img: &Image| {
-                flip_transpose(
-                    &img.slice(s![.., y..y + crop, x..x + crop]).to_owned(),
-                    hf,
-                    vf,
-                    tr,
-                )
-            };
-            let (lr, hr) = match sample_ref {
-                Sample::Clean(img) => {
-                    ipt_degrade::synthesize_with(&cut(img), task, &self.rain, &mut rng)
-                }
-                Sample::Pair { lr, hr } => (cut(lr), cut(hr)),
-            };
+            let (lr, hr) = self.cut_pair(plan, attempt as u64, sample_ref, crop);
             debug_assert_eq!(lr.dim(), (3, p, p));
             debug_assert_eq!(hr.dim(), (3, crop, crop));
             lr_data.extend(lr.iter());
@@ -305,6 +279,45 @@ impl BatchFactory {
             lr: Tensor::from_slice(&lr_data).view([bi, 3, pi, pi]),
             hr: Tensor::from_slice(&hr_data).view([bi, 3, ci, ci]),
         })
+    }
+
+    /// The (LR, HR) pair of one item: a crop at a random position of `sample` (flipped and
+    /// transposed when augmenting), degraded by `plan.task` — all from the item slot's RNG.
+    fn cut_pair(
+        &self,
+        plan: &BatchPlan,
+        slot: u64,
+        sample_ref: &Sample,
+        crop: usize,
+    ) -> (Image, Image) {
+        let task = plan.task;
+        let (h, w) = sample_ref.dims();
+        let mut rng = self.sampler.slot_rng(plan, slot);
+        let y = rng.random_range(0..=h - crop);
+        let x = rng.random_range(0..=w - crop);
+        let (hf, vf, tr) = if self.sampler.config().augment {
+            (
+                rng.random_bool(0.5),
+                rng.random_bool(0.5),
+                rng.random_bool(0.5),
+            )
+        } else {
+            (false, false, false)
+        };
+        let cut = |img: &Image| {
+            flip_transpose(
+                &img.slice(s![.., y..y + crop, x..x + crop]).to_owned(),
+                hf,
+                vf,
+                tr,
+            )
+        };
+        match sample_ref {
+            Sample::Clean(img) => {
+                ipt_degrade::synthesize_with(&cut(img), task, &self.rain, &mut rng)
+            }
+            Sample::Pair { lr, hr } => (cut(lr), cut(hr)),
+        }
     }
 
     fn check_bad_fraction(&self, last: &str) -> Result<(), DataError> {

@@ -12,14 +12,16 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use ipt_degrade::{synthesize_with, Task};
+use ipt_loss::PretrainLoss;
 use ipt_model::chop::ChopMode;
 use ipt_model::device::DeviceSpec;
 use ipt_model::restore::{restore_image, windows_for, RestoreOptions};
 use ipt_model::{AttentionKernel, Ipt, IptConfig};
+use ipt_train::config::{ModelPreset, ModelSection};
 use ipt_train::data::pipeline::BatchFactory;
 use ipt_train::data::{Batch, BatchPlan, DataStats, ImageSource, Sampler, SamplerConfig};
-use ipt_train::trainer::{RunOptions, StopSignal};
-use ipt_train::{DataRoots, ExperimentConfig, Mode, Trainer};
+use ipt_train::optim::{Clip, MultiStepLr};
+use ipt_train::{DataRoots, EngineSettings, StepEngine};
 use ndarray::Array3;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -46,6 +48,15 @@ pub struct Args {
     /// Print JSON instead of the Markdown table.
     #[arg(long)]
     json: bool,
+}
+
+/// The name of a preset in row titles.
+fn preset_name(preset: ModelPreset) -> &'static str {
+    match preset {
+        ModelPreset::Tiny => "tiny",
+        ModelPreset::Small => "small",
+        ModelPreset::Base => "base",
+    }
 }
 
 /// One measured figure.
@@ -124,10 +135,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         add(bench.restore(name, cfg, ChopMode::Exact, false, Some(other))?);
     }
-    let presets: &[(&str, usize)] = if args.quick {
-        &[("tiny", 16)]
+    let presets: &[(ModelPreset, usize)] = if args.quick {
+        &[(ModelPreset::Tiny, 16)]
     } else {
-        &[("base", 2), ("tiny", 16)]
+        &[(ModelPreset::Base, 2), (ModelPreset::Tiny, 16)]
     };
     for &(preset, batch) in presets {
         for lambda in [0.0, 0.1] {
@@ -337,32 +348,28 @@ impl Bench {
     }
 
     /// Training steps of `preset` with batch `batch` (forward, L1 + λ·SupCon, backward,
-    /// clipping, Adam, through [`Trainer::step`]): patches per second.
-    fn train_step(&self, preset: &str, batch: usize, lambda: f64) -> anyhow::Result<Row> {
-        let dir = tempfile::tempdir()?;
-        let text = format!(
-            "name = \"speed\"\n[model]\npreset = \"{preset}\"\n[tasks]\nnames = [\"sr2\", \
-             \"denoise30\"]\n[data]\nsource = \"embedded\"\nimages = 64\nimage_size = 96\n\
-             [optim]\nbatch_size = {batch}\nsteps = 1000000\n[loss]\nlambda = {lambda}\n\
-             [validation]\nevery = 0\n[runtime]\ndevice = \"{}\"\n",
-            match self.device {
-                Device::Cuda(i) => format!("cuda:{i}"),
-                _ => "cpu".into(),
-            }
-        );
-        let cfg_path = dir.path().join("speed.toml");
-        let cfg = ExperimentConfig::from_toml_str(&text, &cfg_path)?;
-        let opts = RunOptions {
-            config_path: cfg_path,
-            run_dir: dir.path().join("run"),
-            mode: Mode::Pretrain,
-            stop_after: None,
-            verbose: false,
-            roots: DataRoots::resolve(None, None),
-            stop: StopSignal::new(),
-            distributed: None,
+    /// clipping, Adam, through [`StepEngine::step`]): patches per second.
+    fn train_step(&self, preset: ModelPreset, batch: usize, lambda: f64) -> anyhow::Result<Row> {
+        let model = ModelSection {
+            preset,
+            ..ModelSection::default()
         };
-        let mut trainer = Trainer::new(&cfg, &opts)?;
+        let network = model.network(&[Task::Sr2, Task::Denoise30], 48);
+        let settings = EngineSettings {
+            seed: 0,
+            schedule: MultiStepLr {
+                base: 5e-5,
+                gamma: 0.5,
+                milestones: Vec::new(),
+            },
+            clip: Clip::PerTensor(1.0),
+            loss: PretrainLoss {
+                lambda,
+                ..PretrainLoss::default()
+            },
+            bf16: false,
+        };
+        let mut engine = StepEngine::fresh(&network, self.device, settings)?;
         let (lr, hr) = (random_batch(batch, 48), random_batch(batch, 96));
         let batch_in = Batch {
             plan: BatchPlan {
@@ -377,14 +384,17 @@ impl Bench {
             lr,
             hr,
         };
-        let params = trainer.parameter_count();
+        let params = engine.parameter_count();
+        let mut step = 0;
         let rate = self.rate(|| {
-            trainer.step(&batch_in)?;
+            engine.step(&batch_in, step, false)?;
+            step += 1;
             Ok(batch)
         })?;
         Ok(Row {
             work: format!(
-                "train {preset}, {}",
+                "train {}, {}",
+                preset_name(preset),
                 if lambda > 0.0 {
                     "L1 + 0.1·SupCon"
                 } else {

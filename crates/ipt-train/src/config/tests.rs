@@ -1,0 +1,193 @@
+//! Tests of reading and checking configs.
+
+use super::*;
+use ipt_degrade::Task;
+use ipt_model::IptConfig;
+
+fn parse(s: &str) -> Result<ExperimentConfig, ConfigError> {
+    ExperimentConfig::from_toml_str(s, Path::new("test.toml"))
+}
+
+#[test]
+fn empty_file_is_refused_and_the_defaults_are_the_paper_recipe() {
+    for empty in ["", "# only a comment\n\n"] {
+        let err = parse(empty).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+    }
+    let c = parse("name = \"paper\"\n").unwrap();
+    assert_eq!(c.model.preset, ModelPreset::Base);
+    assert_eq!(c.optim.batch_size, 64);
+    assert_eq!(c.optim.lr, 5e-5);
+    assert_eq!(c.optim.milestones, vec![200]);
+    assert_eq!(c.optim.gamma, 0.5);
+    assert_eq!(c.optim.epochs, 300);
+    assert_eq!(c.loss.tau, 0.07);
+    assert_eq!(c.lambda(Mode::Pretrain), 0.1);
+    assert_eq!(c.lambda(Mode::Finetune), 0.0);
+    assert_eq!(c.tasks.names, Task::ALL.to_vec());
+    assert_eq!(c.optim.clip, ClipMode::PerTensor);
+    assert!(!c.augment(Mode::Pretrain));
+    assert!(c.augment(Mode::Finetune));
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let err = parse("[optim]\nlr = 1e-4\nbatchsize = 3\n").unwrap_err();
+    let msg = err.to_string();
+    match err {
+        ConfigError::Parse { line, key, .. } => {
+            assert_eq!(line, 3, "{msg}");
+            assert!(key.starts_with("optim"), "{msg}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(msg.contains("batchsize"), "{msg}");
+}
+
+#[test]
+fn wrong_type_names_key_and_line() {
+    let err = parse("\n[data]\nworkers = \"two\"\n").unwrap_err();
+    let msg = err.to_string();
+    match err {
+        ConfigError::Parse { line, key, .. } => {
+            assert_eq!(line, 3, "{msg}");
+            assert_eq!(key, "data.workers", "{msg}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
+fn unknown_task_is_an_error() {
+    let err = parse("[tasks]\nnames = [\"sr5\"]\n").unwrap_err();
+    assert!(matches!(err, ConfigError::Parse { line: 2, .. }), "{err}");
+}
+
+#[test]
+fn weights_must_match_tasks() {
+    let err = parse("[tasks]\nnames = [\"sr2\"]\nweights = [1.0, 2.0]\n").unwrap_err();
+    assert!(err.to_string().contains("tasks.weights"), "{err}");
+}
+
+#[test]
+fn folder_source_needs_a_path_and_missing_path_fails() {
+    let err = parse("[data]\nsource = \"folder\"\n").unwrap_err();
+    assert!(err.to_string().contains("data.path"), "{err}");
+    let c = parse("[data]\nsource = \"folder\"\npath = \"/nonexistent/imagenet\"\n").unwrap();
+    let err = c
+        .check_paths(&DataRoots::default(), Path::new("x.toml"))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("/nonexistent/imagenet") && msg.contains("data.path"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn resolved_config_round_trips() {
+    let c = parse(
+        "name = \"x\"\n[model]\npreset = \"tiny\"\nnum_layers = 2\n\
+         [tasks]\nnames = [\"sr2\", \"denoise30\"]\nweights = [1.0, 3.0]\n\
+         [finetune]\ntask = \"sr2\"\nfrom = \"a.safetensors\"\n",
+    )
+    .unwrap();
+    let text = c.to_toml();
+    let back = parse(&text).unwrap();
+    assert_eq!(c, back, "{text}");
+}
+
+#[test]
+fn model_fields_override_the_preset_and_tasks_are_recorded() {
+    let c = parse(
+        "[model]\npreset = \"small\"\nnum_layers = 3\n[tasks]\nnames = [\"sr3\", \"denoise30\", \"denoise50\"]\n[data]\npatch = 24\n",
+    )
+    .unwrap();
+    let net = c.network(Path::new("t.toml")).unwrap();
+    let small = IptConfig::small(&[3, 1, 1]);
+    assert_eq!(net.num_layers, 3);
+    assert_eq!(
+        (net.n_feats, net.patch_dim),
+        (small.n_feats, small.patch_dim)
+    );
+    assert_eq!(net.patch_size, 24);
+    assert_eq!(net.scales, vec![3, 1, 1]);
+    assert_eq!(
+        net.tasks,
+        Some(vec![Task::Sr3, Task::Denoise30, Task::Denoise50])
+    );
+    // Denoise 30 and 50 share scale 1: the recorded tasks tell them apart.
+    assert_eq!(net.task_map().index_of(Task::Denoise50), Some(2));
+    let err = parse("[model]\nnum_layer = 3\n").unwrap_err();
+    assert!(err.to_string().contains("num_layer"), "{err}");
+    let err = parse("[runtime]\ndevice = \"tpu\"\n").unwrap_err();
+    assert!(err.to_string().contains("runtime.device"), "{err}");
+}
+
+#[test]
+fn data_roots_expand_only_known_prefixes() {
+    let roots = DataRoots {
+        bench: PathBuf::from("/b"),
+        train: PathBuf::from("t"),
+    };
+    assert_eq!(
+        roots.expand(Path::new("${IPT_DATA}/Set5")).unwrap(),
+        PathBuf::from("/b/Set5")
+    );
+    assert_eq!(
+        roots.expand(Path::new("${IPT_TRAIN_DATA}")).unwrap(),
+        PathBuf::from("t")
+    );
+    assert_eq!(
+        roots.expand(Path::new("data/x")).unwrap(),
+        PathBuf::from("data/x")
+    );
+    assert!(roots
+        .expand(Path::new("${HOME}/x"))
+        .unwrap_err()
+        .contains("HOME"));
+    let c = parse("[validation]\npath = \"${NOPE}/Set5\"\n").unwrap();
+    let err = c.check_paths(&roots, Path::new("c.toml")).unwrap_err();
+    assert!(err.to_string().contains("validation.path"), "{err}");
+    let c = parse("[validation]\npath = \"${IPT_DATA}/Set5\"\nsize = \"whole\"\n").unwrap();
+    assert_eq!(c.validation.size, ValidationSize::Whole(WholeImages::Whole));
+    let err = c.check_paths(&roots, Path::new("c.toml")).unwrap_err();
+    assert!(err.to_string().contains("/b/Set5"), "{err}");
+    assert!(parse("[validation]\nsize = \"whole\"\n").is_err());
+}
+
+#[test]
+fn other_ipt_roots_come_from_the_environment() {
+    let roots = DataRoots {
+        bench: PathBuf::from("/b"),
+        train: PathBuf::from("t"),
+    };
+    // A variable no other test reads.
+    std::env::set_var("IPT_TEST_ROOT_SET", "/imagenet");
+    assert_eq!(
+        roots.expand(Path::new("${IPT_TEST_ROOT_SET}/a")).unwrap(),
+        PathBuf::from("/imagenet/a")
+    );
+    let err = roots
+        .expand(Path::new("${IPT_TEST_ROOT_UNSET}/a"))
+        .unwrap_err();
+    assert!(err.contains("IPT_TEST_ROOT_UNSET is not set"), "{err}");
+}
+
+#[test]
+fn data_fraction_must_lie_in_the_unit_interval() {
+    for bad in ["0.0", "-0.5", "1.5", "nan"] {
+        let err = parse(&format!("[data]\nfraction = {bad}\n")).unwrap_err();
+        assert!(err.to_string().contains("data.fraction"), "{bad}: {err}");
+    }
+    let c = parse("[data]\nfraction = 0.25\nsmall_images = \"resize\"\n").unwrap();
+    assert_eq!(c.data.fraction, 0.25);
+    assert_eq!(c.data.small_images, SmallImages::Resize);
+    assert!(parse("[data]\nsmall_images = \"stretch\"\n").is_err());
+}
+
+#[test]
+fn small_embedded_images_are_rejected() {
+    let err = parse("[data]\nimage_size = 100\n").unwrap_err();
+    assert!(err.to_string().contains("192"), "{err}");
+}
