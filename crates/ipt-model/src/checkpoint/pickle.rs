@@ -870,54 +870,63 @@ fn containers(m: &mut Machine, op: Opcode) -> Result<(), Fault> {
             let items = m.pop_mark()?;
             m.container(items, Value::Tuple)
         }
-        Opcode::Tuple1 | Opcode::Tuple2 | Opcode::Tuple3 => {
-            let n = match op {
-                Opcode::Tuple1 => 1,
-                Opcode::Tuple2 => 2,
-                _ => 3,
-            };
-            let mut items = (0..n).map(|_| m.pop()).collect::<Result<Vec<_>, _>>()?;
-            items.reverse();
-            m.container(items, Value::Tuple)
+        Opcode::Tuple1 => tuple_of(m, 1),
+        Opcode::Tuple2 => tuple_of(m, 2),
+        Opcode::Tuple3 => tuple_of(m, 3),
+        Opcode::Append => {
+            let item = m.pop()?;
+            append(m, vec![item])
         }
-        Opcode::Append | Opcode::Appends => {
-            let items = if op == Opcode::Append {
-                vec![m.pop()?]
-            } else {
-                m.pop_mark()?
-            };
-            m.extend_top(items, |top, values| match top {
-                Value::List(l) => {
-                    l.extend(values);
-                    Ok(())
-                }
-                t => Err(format!("APPEND to a non-list {}", brief(t)).into()),
-            })
+        Opcode::Appends => {
+            let items = m.pop_mark()?;
+            append(m, items)
         }
-        Opcode::SetItem | Opcode::SetItems => {
-            let items = if op == Opcode::SetItem {
-                let v = m.pop()?;
-                let k = m.pop()?;
-                vec![k, v]
-            } else {
-                m.pop_mark()?
-            };
-            if !items.len().is_multiple_of(2) {
-                return Err("SETITEMS with an odd number of items".into());
-            }
-            m.extend_top(items, |top, values| match top {
-                Value::Dict(d) => {
-                    let mut it = values.into_iter();
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        d.push((k, v));
-                    }
-                    Ok(())
-                }
-                t => Err(format!("SETITEM on a non-dict {}", brief(t)).into()),
-            })
+        Opcode::SetItem => {
+            let v = m.pop()?;
+            let k = m.pop()?;
+            set_items(m, vec![k, v])
+        }
+        Opcode::SetItems => {
+            let items = m.pop_mark()?;
+            set_items(m, items)
         }
         other => Err(Fault::Opcode(other as u8)),
     }
+}
+
+/// `TUPLE1`–`TUPLE3`: a tuple of the top `n` values.
+fn tuple_of(m: &mut Machine, n: usize) -> Result<(), Fault> {
+    let mut items = (0..n).map(|_| m.pop()).collect::<Result<Vec<_>, _>>()?;
+    items.reverse();
+    m.container(items, Value::Tuple)
+}
+
+/// `APPEND`, `APPENDS`: `items` added to the list below them.
+fn append(m: &mut Machine, items: Vec<Node>) -> Result<(), Fault> {
+    m.extend_top(items, |top, values| match top {
+        Value::List(l) => {
+            l.extend(values);
+            Ok(())
+        }
+        t => Err(format!("APPEND to a non-list {}", brief(t)).into()),
+    })
+}
+
+/// `SETITEM`, `SETITEMS`: `items` (key, value, key, value, …) added to the dict below them.
+fn set_items(m: &mut Machine, items: Vec<Node>) -> Result<(), Fault> {
+    if !items.len().is_multiple_of(2) {
+        return Err("SETITEMS with an odd number of items".into());
+    }
+    m.extend_top(items, |top, values| match top {
+        Value::Dict(d) => {
+            let mut it = values.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                d.push((k, v));
+            }
+            Ok(())
+        }
+        t => Err(format!("SETITEM on a non-dict {}", brief(t)).into()),
+    })
 }
 
 /// The allowed global named by `GLOBAL` (two text lines) or `STACK_GLOBAL` (two strings on the
