@@ -32,6 +32,7 @@ pub mod error;
 pub mod restore;
 
 pub use attention::AttentionKernel;
+pub use checkpoint::CheckpointError;
 pub use config::IptConfig;
-pub use error::{CheckpointError, ModelError};
+pub use error::ModelError;
 pub use ipt::Ipt;
