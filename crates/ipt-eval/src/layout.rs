@@ -15,6 +15,7 @@ use ipt_degrade::Image;
 
 use crate::data_root::DataRoot;
 use crate::protocol::{check_limit, EvalSet, Pair, SetSlot};
+use crate::report::MissingSet;
 use crate::BenchError;
 
 /// How a set's files are arranged.
@@ -93,43 +94,6 @@ impl EvalSet for BenchSet {
 
     fn items(&self) -> &[BenchImage] {
         &self.images
-    }
-}
-
-/// A requested set that was not found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MissingSet {
-    /// The set name as requested.
-    pub name: String,
-    /// The folders that were tried.
-    pub looked: Vec<PathBuf>,
-    /// Folders among `looked` that exist but hold no image file.
-    pub empty: Vec<PathBuf>,
-}
-
-impl MissingSet {
-    /// `Set14: not found (looked for …)`, or `Set14: … exists but holds no image files (png, …)`.
-    pub fn describe(&self) -> String {
-        let list = |v: &[PathBuf]| {
-            v.iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        if self.empty.is_empty() {
-            format!(
-                "{}: not found (looked for {})",
-                self.name,
-                list(&self.looked)
-            )
-        } else {
-            format!(
-                "{}: {} exists but holds no image files ({})",
-                self.name,
-                list(&self.empty),
-                ipt_degrade::files::IMAGE_EXTENSIONS.join(", ")
-            )
-        }
     }
 }
 

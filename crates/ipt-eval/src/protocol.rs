@@ -9,10 +9,9 @@ use std::time::Instant;
 use ipt_degrade::Image;
 
 use crate::job::Job;
-use crate::layout::MissingSet;
 use crate::method::Method;
 use crate::progress::BenchProgress;
-use crate::report::{BenchOutcome, BenchTask, Cell, ImageResult, SetResult};
+use crate::report::{BenchOutcome, BenchTask, Cell, ImageResult, MissingSet, SetResult};
 use crate::score::score_restored;
 use crate::BenchError;
 

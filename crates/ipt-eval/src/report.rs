@@ -7,14 +7,14 @@
 //! ```
 //!
 //! Denoising results also carry `"sigma"` and `"psnr_rgb"`. `seconds` is the wall time of the
-//! whole cell (reading, degrading, inference and metrics).
+//! whole cell (reading, degrading, inference and metrics). The requested sets a run could not
+//! find are reported too ([`MissingSet`]; found by [`crate::layout`]).
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::layout::MissingSet;
 use crate::published::{self, Published};
 use crate::BenchError;
 
@@ -130,6 +130,43 @@ pub struct Cell {
     pub sigma: Option<u32>,
     /// The result, or `None` when the set is missing.
     pub result: Option<SetResult>,
+}
+
+/// A requested set that was not found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingSet {
+    /// The set name as requested.
+    pub name: String,
+    /// The folders that were tried.
+    pub looked: Vec<PathBuf>,
+    /// Folders among `looked` that exist but hold no image file.
+    pub empty: Vec<PathBuf>,
+}
+
+impl MissingSet {
+    /// `Set14: not found (looked for …)`, or `Set14: … exists but holds no image files (png, …)`.
+    pub fn describe(&self) -> String {
+        let list = |v: &[PathBuf]| {
+            v.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if self.empty.is_empty() {
+            format!(
+                "{}: not found (looked for {})",
+                self.name,
+                list(&self.looked)
+            )
+        } else {
+            format!(
+                "{}: {} exists but holds no image files ({})",
+                self.name,
+                list(&self.empty),
+                ipt_degrade::files::IMAGE_EXTENSIONS.join(", ")
+            )
+        }
+    }
 }
 
 /// Everything a benchmark run produced.

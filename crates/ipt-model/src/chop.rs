@@ -165,31 +165,13 @@ impl FromStr for ChopMode {
     }
 }
 
-/// Geometry of the tiling of an `h × w` input (both at least `patch`).
+/// Geometry of the tiling of an `h × w` input (both at least `patch`): its two axes, rows and
+/// columns, each tiled by the same rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChopGeometry {
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Window side `P`.
-    pub patch: usize,
-    /// Output/input scale `s`.
-    pub scale: usize,
-    /// Window mode.
-    pub mode: ChopMode,
-    /// Grid stride `T` ([`ChopMode::stride`]).
-    pub stride: usize,
-    /// Margin `m` ([`ChopMode::margin`]).
-    pub margin: usize,
-    /// `h_c = (h − P) mod T`.
-    pub h_cut: usize,
-    /// `w_c = (w − P) mod T`.
-    pub w_cut: usize,
-    /// Grid rows `nh = (h − P) div T + 1`.
-    pub nh: usize,
-    /// Grid columns `nw = (w − P) div T + 1`.
-    pub nw: usize,
+    rows: Axis,
+    cols: Axis,
+    mode: ChopMode,
 }
 
 impl ChopGeometry {
@@ -208,50 +190,77 @@ impl ChopGeometry {
         if scale == 0 {
             return Err(ChopError::Scale);
         }
-        let (h, w) = (h.max(patch), w.max(patch));
-        let stride = mode.stride(patch);
         Ok(ChopGeometry {
-            h,
-            w,
-            patch,
-            scale,
+            rows: Axis::new(h, patch, scale, mode),
+            cols: Axis::new(w, patch, scale, mode),
             mode,
-            stride,
-            margin: mode.margin(patch),
-            h_cut: (h - patch) % stride,
-            w_cut: (w - patch) % stride,
-            nh: (h - patch) / stride + 1,
-            nw: (w - patch) / stride + 1,
         })
     }
 
-    fn axis(&self, n: usize) -> Axis {
-        Axis {
-            n,
-            patch: self.patch,
-            stride: self.stride,
-            margin: self.margin,
-            scale: self.scale,
-        }
+    /// Input height (padded to the patch).
+    pub fn h(&self) -> usize {
+        self.rows.n
     }
 
-    fn rows(&self) -> Axis {
-        self.axis(self.h)
+    /// Input width (padded to the patch).
+    pub fn w(&self) -> usize {
+        self.cols.n
     }
 
-    fn cols(&self) -> Axis {
-        self.axis(self.w)
+    /// Window side `P`.
+    pub fn patch(&self) -> usize {
+        self.rows.patch
+    }
+
+    /// Output/input scale `s`.
+    pub fn scale(&self) -> usize {
+        self.rows.scale
+    }
+
+    /// Window mode.
+    pub fn mode(&self) -> ChopMode {
+        self.mode
+    }
+
+    /// Grid stride `T` ([`ChopMode::stride`]).
+    pub fn stride(&self) -> usize {
+        self.rows.stride
+    }
+
+    /// Margin `m` ([`ChopMode::margin`]).
+    pub fn margin(&self) -> usize {
+        self.rows.margin
+    }
+
+    /// `h_c = (h − P) mod T`.
+    pub fn h_cut(&self) -> usize {
+        self.rows.cut()
+    }
+
+    /// `w_c = (w − P) mod T`.
+    pub fn w_cut(&self) -> usize {
+        self.cols.cut()
+    }
+
+    /// Grid rows `nh = (h − P) div T + 1`.
+    pub fn nh(&self) -> usize {
+        self.rows.grid()
+    }
+
+    /// Grid columns `nw = (w − P) div T + 1`.
+    pub fn nw(&self) -> usize {
+        self.cols.grid()
     }
 
     /// Input rows at which windows start, ascending: the grid rows `T·i`, then `h − P` when it
     /// is not on the grid.
     pub fn window_rows(&self) -> Vec<usize> {
-        self.rows().positions()
+        self.rows.positions()
     }
 
     /// Input columns at which windows start, ascending (as [`window_rows`](Self::window_rows)).
     pub fn window_cols(&self) -> Vec<usize> {
-        self.cols().positions()
+        self.cols.positions()
     }
 
     /// Top-left corners (row, column) of every window, band by band (row-major): the order in
@@ -268,7 +277,7 @@ impl ChopGeometry {
     /// official code makes `nh·nw + 2·nw + 2·nh + 1`, evaluating the top and left strips (and,
     /// when a cut is 0, the bottom or right strip) twice.
     pub fn window_count(&self) -> usize {
-        self.rows().positions().len() * self.cols().positions().len()
+        self.rows.positions().len() * self.cols.positions().len()
     }
 }
 
@@ -284,7 +293,7 @@ enum Source {
 }
 
 /// One axis (rows or columns) of the tiling: input length `n ≥ patch`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Axis {
     n: usize,
     patch: usize,
@@ -294,6 +303,19 @@ struct Axis {
 }
 
 impl Axis {
+    /// The axis of an input of length `n` (padded to `patch`), with the stride and margin of
+    /// `mode`. The stride is at least 1 even for a patch that [`ChopGeometry::new`] refuses, so
+    /// that [`Chop::max_pending`] is defined for every patch.
+    fn new(n: usize, patch: usize, scale: usize, mode: ChopMode) -> Self {
+        Axis {
+            n: n.max(patch),
+            patch,
+            stride: mode.stride(patch).max(1),
+            margin: mode.margin(patch),
+            scale,
+        }
+    }
+
     fn cut(&self) -> usize {
         (self.n - self.patch) % self.stride
     }
@@ -381,6 +403,20 @@ impl Axis {
         last
     }
 
+    /// Most window starts along this axis: the grid and the last window (`grid + 1`), an upper
+    /// bound of `positions().len()`.
+    fn max_positions(&self) -> usize {
+        self.grid() + 1
+    }
+
+    /// Most output coordinates of this axis (rows) held pending while the windows of `bands`
+    /// consecutive bands are summed: from the oldest unfinished row (at most `2P` input rows
+    /// above the newest band's end) to the end of the newest band, one stride per band, capped
+    /// at the output length.
+    fn max_pending(&self, bands: usize) -> usize {
+        ((2 * self.patch + bands * self.stride) * self.scale).min(self.out_len())
+    }
+
     /// End of the output coordinates that the window starting at `p` supplies.
     fn supplied_end(&self, p: usize, first: usize) -> usize {
         self.segments(first)
@@ -416,9 +452,9 @@ struct Assembler {
 
 impl Assembler {
     fn new(g: &ChopGeometry) -> Self {
-        let (rows, cols) = (g.rows(), g.cols());
-        let top_rows = g.margin * g.scale;
-        let first_cols = g.patch * g.scale;
+        let (rows, cols) = (g.rows, g.cols);
+        let top_rows = g.margin() * g.scale();
+        let first_cols = g.patch() * g.scale();
         let counts = |v: Vec<f32>| Tensor::from_slice(&v).view([1, 1, -1]);
         Assembler {
             rows,
@@ -434,6 +470,14 @@ impl Assembler {
             pending: None,
             done: 0,
         }
+    }
+
+    /// Most output rows and columns held pending while a batch of `crop_batch` windows is
+    /// added: the batch spans at most `crop_batch / (windows per band)` bands, plus one begun
+    /// before it ([`Axis::max_pending`]).
+    fn max_pending(rows: &Axis, cols: &Axis, crop_batch: usize) -> (usize, usize) {
+        let bands = crop_batch.div_ceil(cols.max_positions()) + 1;
+        (rows.max_pending(bands), cols.out_len())
     }
 
     /// End of the output rows that the band at input row `a` supplies.
@@ -559,6 +603,15 @@ impl Chop {
         ChopGeometry::new(h, w, self.patch, self.scale, self.mode)
     }
 
+    /// Most output `(rows, columns)` the stream of an `h × w` input holds being summed at once
+    /// (per channel, besides the finished output): the bound of the band-by-band assembly.
+    /// Defined for every patch and scale, also those [`geometry`](Self::geometry) refuses.
+    pub fn max_pending(&self, h: usize, w: usize) -> (usize, usize) {
+        let rows = Axis::new(h, self.patch, self.scale, self.mode);
+        let cols = Axis::new(w, self.patch, self.scale, self.mode);
+        Assembler::max_pending(&rows, &cols, self.crop_batch)
+    }
+
     /// Restore a whole `[1, C, h, w]` image with a model `f` that maps `[b, C, patch, patch]`
     /// windows to `[b, C', patch·scale, patch·scale]`, handing the finished output rows to
     /// `sink` as `(first row, [C', n, w·scale] f32 CPU tensor)`, top to bottom, each row once.
@@ -583,10 +636,10 @@ impl Chop {
         let g = self.geometry(h, w)?;
         let (out_h, out_w) = ((h * self.scale) as i64, (w * self.scale) as i64);
         tch::no_grad(|| {
-            let padded = reflect_pad_to(x, g.h, g.w)?;
+            let padded = reflect_pad_to(x, g.h(), g.w())?;
             let windows = g.windows();
             let mut asm = Assembler::new(&g);
-            let (p, out) = (g.patch as i64, (g.patch * g.scale) as i64);
+            let (p, out) = (g.patch() as i64, (g.patch() * g.scale()) as i64);
             for (k, chunk) in windows.chunks(self.crop_batch).enumerate() {
                 let batch = chunk
                     .iter()
@@ -605,7 +658,7 @@ impl Chop {
                     return Err(ChopError::ModelOutput {
                         got: ys,
                         batch: chunk.len(),
-                        patch: g.patch,
+                        patch: g.patch(),
                         out: out as usize,
                     }
                     .into());
@@ -619,7 +672,7 @@ impl Chop {
                     return Err(ChopError::ModelOutput {
                         got: ys,
                         batch: chunk.len(),
-                        patch: g.patch,
+                        patch: g.patch(),
                         out: out as usize,
                     }
                     .into());
@@ -754,7 +807,7 @@ mod tests {
         // P = 48, n − c = 96, c = 5, s = 3: (96)·3 − int((48−5)/2·3) = 288 − int(64.5) = 224
         let a = ChopGeometry::new(101, 48, 48, 3, ChopMode::Exact)
             .unwrap()
-            .rows();
+            .rows;
         assert_eq!(a.cut(), 5);
         assert_eq!(a.splice(), 288 - 64);
         // the last window (input row 53) is taken from its row ⌈64.5⌉ = 65 on: 53·3 + 65 = 224
@@ -764,7 +817,7 @@ mod tests {
     #[test]
     fn geometry_of_the_spec_example() {
         let g = ChopGeometry::new(100, 77, 48, 1, ChopMode::Exact).unwrap();
-        assert_eq!((g.h_cut, g.w_cut, g.nh, g.nw), (4, 5, 5, 3));
+        assert_eq!((g.h_cut(), g.w_cut(), g.nh(), g.nw()), (4, 5, 5, 3));
         assert_eq!(g.window_rows(), vec![0, 12, 24, 36, 48, 52]);
         assert_eq!(g.window_cols(), vec![0, 12, 24, 29]);
         // the official code evaluates 15 + 6 + 10 + 1 = 32; 8 of those repeat another
@@ -772,7 +825,10 @@ mod tests {
         let g = ChopGeometry::new(48, 48, 48, 2, ChopMode::Exact).unwrap();
         assert_eq!(g.windows(), vec![(0, 0)]);
         let g = ChopGeometry::new(321, 481, 48, 2, ChopMode::Fast).unwrap();
-        assert_eq!((g.stride, g.margin, g.h_cut, g.w_cut), (36, 6, 21, 1));
+        assert_eq!(
+            (g.stride(), g.margin(), g.h_cut(), g.w_cut()),
+            (36, 6, 21, 1)
+        );
         assert_eq!(g.window_count(), 9 * 14);
         assert!(matches!(
             ChopGeometry::new(48, 48, 30, 1, ChopMode::Exact),
@@ -792,8 +848,8 @@ mod tests {
                 for n in patch..patch + 90 {
                     for s in 1..=4 {
                         let g = ChopGeometry::new(n, patch, patch, s, mode).unwrap();
-                        let a = g.rows();
-                        for first in [g.margin * s, patch * s] {
+                        let a = g.rows;
+                        for first in [g.margin() * s, patch * s] {
                             let counts = a.counts(first);
                             assert!(
                                 counts.iter().all(|&c| c >= 1.0),
@@ -823,5 +879,57 @@ mod tests {
         assert_eq!(" Fast ".parse::<ChopMode>().unwrap(), ChopMode::Fast);
         assert!("quick".parse::<ChopMode>().is_err());
         assert_eq!(ChopMode::default(), ChopMode::Exact);
+    }
+
+    /// Runs the assembler's reserve/release sequence of [`Chop::stream`] (no model, one
+    /// channel) and returns the most output rows it held pending.
+    fn peak_pending_rows(chop: &Chop, h: usize, w: usize) -> usize {
+        let g = chop.geometry(h, w).unwrap();
+        let mut asm = Assembler::new(&g);
+        let windows = g.windows();
+        let mut peak = 0;
+        for (k, chunk) in windows.chunks(chop.crop_batch).enumerate() {
+            let end = chunk.iter().map(|&(a, _)| asm.band_end(a)).max().unwrap();
+            asm.reserve(1, end).unwrap();
+            peak = peak.max(asm.pending.as_ref().unwrap().size()[1] as usize);
+            let next_band = windows.get((k + 1) * chop.crop_batch).map(|&(a, _)| a);
+            asm.release(next_band).unwrap();
+        }
+        assert_eq!(asm.done, g.h() * g.scale(), "every row released");
+        peak
+    }
+
+    #[test]
+    fn the_pending_bound_covers_what_the_assembler_holds() {
+        for mode in [ChopMode::Exact, ChopMode::Fast] {
+            for (h, w) in [(48, 48), (100, 77), (321, 481), (130, 600), (30, 200)] {
+                for scale in [1, 2, 4] {
+                    for crop_batch in [1, 3, 16, 64] {
+                        let chop = Chop {
+                            scale,
+                            patch: 48,
+                            mode,
+                            crop_batch,
+                        };
+                        let (rows, width) = chop.max_pending(h, w);
+                        assert_eq!(width, w.max(48) * scale);
+                        let peak = peak_pending_rows(&chop, h, w);
+                        assert!(
+                            peak <= rows,
+                            "{mode} {h}x{w} s={scale} b={crop_batch}: {peak} > {rows}"
+                        );
+                        // the transposed ensemble members: bounded in values by the square of
+                        // the longer side (what the memory estimate counts for the ensemble)
+                        let m = h.max(w);
+                        let (square, square_width) = chop.max_pending(m, m);
+                        let transposed = peak_pending_rows(&chop, w, h) * h.max(48) * scale;
+                        assert!(
+                            transposed <= square * square_width,
+                            "{mode} {w}x{h} s={scale} b={crop_batch}: {transposed} > {square}·{square_width}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

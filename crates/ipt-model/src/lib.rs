@@ -37,7 +37,8 @@ pub mod restore;
 pub mod tasks;
 
 pub use attention::AttentionKernel;
+pub use checkpoint::CheckpointError;
 pub use config::IptConfig;
-pub use error::{CheckpointError, ModelError};
+pub use error::ModelError;
 pub use ipt::Ipt;
 pub use tasks::{Head, TaskMap, TaskMapError, TaskSelector};

@@ -123,24 +123,26 @@ pub fn memory_estimate(
 ) -> MemoryEstimate {
     const F32: u64 = 4;
     const CHANNELS: u64 = 3;
-    let (h, w, s, p) = (h as u64, w as u64, scale as u64, patch as u64);
-    let (hp, wp) = (h.max(p), w.max(p));
-    let stride = opts.chop.stride(patch).max(1) as u64;
-    let output = CHANNELS * h * s * w * s * F32;
+    let (h64, w64, s, p) = (h as u64, w as u64, scale as u64, patch as u64);
+    let (hp, wp) = (h64.max(p), w64.max(p));
+    let output = CHANNELS * h64 * s * w64 * s * F32;
     // the caller's image, its tensor copy (padded when smaller than a window), and one ensemble
     // member's input
     let inputs = (2 + u64::from(opts.self_ensemble)) * CHANNELS * hp * wp * F32;
-    // bands run along the width (and along the height for the transposed ensemble members)
-    let (band_width, height) = if opts.self_ensemble {
-        (hp.max(wp), hp.max(wp))
-    } else {
-        (wp, hp)
+    // the output rows being summed, as the band-by-band assembly bounds them; bands run along
+    // the width (and along the height for the transposed ensemble members)
+    let chop = Chop {
+        scale,
+        patch,
+        mode: opts.chop,
+        crop_batch: opts.crop_batch,
     };
-    // pending rows: from the oldest unfinished row to the end of the newest band in the batch
-    let windows_per_band = (band_width - p) / stride + 2;
-    let bands_per_batch = (opts.crop_batch as u64).div_ceil(windows_per_band) + 1;
-    let pending_rows = ((2 * p + bands_per_batch * stride) * s).min(height * s);
-    let pending = CHANNELS * pending_rows * band_width * s * F32;
+    let (pending_rows, pending_width) = if opts.self_ensemble {
+        chop.max_pending(h.max(w), h.max(w))
+    } else {
+        chop.max_pending(h, w)
+    };
+    let pending = CHANNELS * pending_rows as u64 * pending_width as u64 * F32;
     // window inputs, outputs on the device and their CPU copies
     let batch = opts.crop_batch as u64 * CHANNELS * p * p * (1 + 2 * s * s) * F32;
     MemoryEstimate {

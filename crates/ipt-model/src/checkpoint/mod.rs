@@ -8,6 +8,7 @@
 //!   unexpected and wrongly-shaped keys are all reported by name.
 //! - [`load`] does all three; [`save`] writes safetensors with the config in the metadata.
 
+mod error;
 pub mod infer;
 pub mod pickle;
 pub mod pytorch;
@@ -20,9 +21,9 @@ use std::path::Path;
 use tch::{nn, Device, Tensor};
 
 use crate::config::IptConfig;
-use crate::error::CheckpointError;
 use crate::ipt::Ipt;
 
+pub use error::CheckpointError;
 pub use infer::{infer_config, FieldDifference, InferError, InferOptions};
 pub use pickle::PickleError;
 pub use safetensors_file::CONFIG_KEY;

@@ -565,207 +565,419 @@ pub fn unpickle(data: &[u8]) -> Result<Value, PickleError> {
     }
 }
 
+/// The opcodes this reader runs, named as in Python's `pickletools` (`BININT1` is
+/// [`Opcode::BinInt1`], …): protocol 2, plus the protocol 3–5 opcodes `torch.save` may emit.
+/// Every other byte is refused with [`PickleError::Opcode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Opcode {
+    // framing
+    /// `PROTO`: the protocol version (at most 5).
+    Proto = 0x80,
+    /// `FRAME`: a frame length (protocol 4), skipped.
+    Frame = 0x95,
+    /// `STOP`: the value on top of the stack is the result.
+    Stop = b'.',
+    // stack: markers and scalars
+    /// `MARK`.
+    Mark = b'(',
+    /// `EMPTY_DICT`.
+    EmptyDict = b'}',
+    /// `EMPTY_LIST`.
+    EmptyList = b']',
+    /// `EMPTY_TUPLE`.
+    EmptyTuple = b')',
+    /// `NONE`.
+    None = b'N',
+    /// `NEWTRUE`.
+    NewTrue = 0x88,
+    /// `NEWFALSE`.
+    NewFalse = 0x89,
+    /// `BININT1`: a 1-byte unsigned int.
+    BinInt1 = b'K',
+    /// `BININT2`: a 2-byte unsigned int.
+    BinInt2 = b'M',
+    /// `BININT`: a 4-byte signed int.
+    BinInt = b'J',
+    /// `LONG1`: an n-byte two's complement int.
+    Long1 = 0x8a,
+    /// `BINFLOAT`: an 8-byte big-endian float.
+    BinFloat = b'G',
+    /// `BINUNICODE`: a str with a 4-byte length.
+    BinUnicode = b'X',
+    /// `SHORT_BINUNICODE`: a str with a 1-byte length.
+    ShortBinUnicode = 0x8c,
+    /// `BINUNICODE8`: a str with an 8-byte length.
+    BinUnicode8 = 0x8d,
+    /// `SHORT_BINBYTES`: bytes with a 1-byte length.
+    ShortBinBytes = b'C',
+    /// `BINBYTES`: bytes with a 4-byte length.
+    BinBytes = b'B',
+    // memo
+    /// `BINPUT`: memoize the top of the stack at a 1-byte index.
+    BinPut = b'q',
+    /// `LONG_BINPUT`: memoize at a 4-byte index.
+    LongBinPut = b'r',
+    /// `MEMOIZE`: memoize at the next index.
+    Memoize = 0x94,
+    /// `BINGET`: push a memo entry (1-byte index).
+    BinGet = b'h',
+    /// `LONG_BINGET`: push a memo entry (4-byte index).
+    LongBinGet = b'j',
+    // containers
+    /// `TUPLE`: the items above the mark.
+    Tuple = b't',
+    /// `TUPLE1`.
+    Tuple1 = 0x85,
+    /// `TUPLE2`.
+    Tuple2 = 0x86,
+    /// `TUPLE3`.
+    Tuple3 = 0x87,
+    /// `APPEND`: one item to the list below.
+    Append = b'a',
+    /// `APPENDS`: the items above the mark to the list below.
+    Appends = b'e',
+    /// `SETITEM`: one key and value into the dict below.
+    SetItem = b's',
+    /// `SETITEMS`: the keys and values above the mark into the dict below.
+    SetItems = b'u',
+    // globals and reduce
+    /// `GLOBAL`: module and name as text lines.
+    Global = b'c',
+    /// `STACK_GLOBAL`: module and name from the stack.
+    StackGlobal = 0x93,
+    /// `REDUCE`: apply a callable to an argument tuple.
+    Reduce = b'R',
+    /// `NEWOBJ`: `cls.__new__(cls, *args)`, run like `REDUCE`.
+    NewObj = 0x81,
+    /// `BUILD`: set an object's state (ignored).
+    Build = b'b',
+    // persistent ids
+    /// `BINPERSID`: a persistent id from the stack (`torch.save`'s storages).
+    BinPersId = b'Q',
+}
+
+impl TryFrom<u8> for Opcode {
+    /// The byte, when it is not an opcode this reader runs.
+    type Error = u8;
+
+    fn try_from(byte: u8) -> Result<Self, u8> {
+        const ALL: [Opcode; 39] = [
+            Opcode::Proto,
+            Opcode::Frame,
+            Opcode::Stop,
+            Opcode::Mark,
+            Opcode::EmptyDict,
+            Opcode::EmptyList,
+            Opcode::EmptyTuple,
+            Opcode::None,
+            Opcode::NewTrue,
+            Opcode::NewFalse,
+            Opcode::BinInt1,
+            Opcode::BinInt2,
+            Opcode::BinInt,
+            Opcode::Long1,
+            Opcode::BinFloat,
+            Opcode::BinUnicode,
+            Opcode::ShortBinUnicode,
+            Opcode::BinUnicode8,
+            Opcode::ShortBinBytes,
+            Opcode::BinBytes,
+            Opcode::BinPut,
+            Opcode::LongBinPut,
+            Opcode::Memoize,
+            Opcode::BinGet,
+            Opcode::LongBinGet,
+            Opcode::Tuple,
+            Opcode::Tuple1,
+            Opcode::Tuple2,
+            Opcode::Tuple3,
+            Opcode::Append,
+            Opcode::Appends,
+            Opcode::SetItem,
+            Opcode::SetItems,
+            Opcode::Global,
+            Opcode::StackGlobal,
+            Opcode::Reduce,
+            Opcode::NewObj,
+            Opcode::Build,
+            Opcode::BinPersId,
+        ];
+        ALL.into_iter().find(|&op| op as u8 == byte).ok_or(byte)
+    }
+}
+
 /// Runs one opcode; the final value after `STOP`.
 fn step(r: &mut Reader<'_>, m: &mut Machine) -> Result<Option<Value>, Fault> {
-    let op = r.u8()?;
+    let op = Opcode::try_from(r.u8()?).map_err(Fault::Opcode)?;
     match op {
-        0x80 => {
+        Opcode::Stop => return Ok(Some(m.pop()?.value)),
+        Opcode::Proto | Opcode::Frame => framing(r, op)?,
+        Opcode::Mark => m.stack.push(Item::Mark),
+        Opcode::EmptyDict
+        | Opcode::EmptyList
+        | Opcode::EmptyTuple
+        | Opcode::None
+        | Opcode::NewTrue
+        | Opcode::NewFalse
+        | Opcode::BinInt1
+        | Opcode::BinInt2
+        | Opcode::BinInt
+        | Opcode::Long1
+        | Opcode::BinFloat
+        | Opcode::BinUnicode
+        | Opcode::ShortBinUnicode
+        | Opcode::BinUnicode8
+        | Opcode::ShortBinBytes
+        | Opcode::BinBytes => {
+            let v = scalar(r, op)?;
+            m.leaf(v)?
+        }
+        Opcode::BinPut
+        | Opcode::LongBinPut
+        | Opcode::Memoize
+        | Opcode::BinGet
+        | Opcode::LongBinGet => memo(r, m, op)?,
+        Opcode::Tuple
+        | Opcode::Tuple1
+        | Opcode::Tuple2
+        | Opcode::Tuple3
+        | Opcode::Append
+        | Opcode::Appends
+        | Opcode::SetItem
+        | Opcode::SetItems => containers(m, op)?,
+        Opcode::Global | Opcode::StackGlobal => {
+            let g = global_ref(r, m, op)?;
+            m.leaf(g)?
+        }
+        Opcode::Reduce | Opcode::NewObj => reduce(m)?,
+        Opcode::Build => build(m)?,
+        Opcode::BinPersId => {
+            let pid = m.pop()?;
+            m.leaf(persistent_load(pid.value)?)?
+        }
+    }
+    Ok(None)
+}
+
+/// `PROTO` (refusing protocols above 5) and `FRAME` (whose length is not needed).
+fn framing(r: &mut Reader<'_>, op: Opcode) -> Result<(), Fault> {
+    match op {
+        Opcode::Proto => {
             let proto = r.u8()?;
             if proto > 5 {
                 return Err(Fault::Protocol(proto));
             }
         }
-        0x95 => {
-            r.take(8)?; // FRAME: length only.
+        Opcode::Frame => {
+            r.take(8)?;
         }
-        b'.' => return Ok(Some(m.pop()?.value)), // STOP
-        b'(' => m.stack.push(Item::Mark),
-        b'}' => m.leaf(Value::Dict(Vec::new()))?,
-        b']' => m.leaf(Value::List(Vec::new()))?,
-        b')' => m.leaf(Value::Tuple(Vec::new()))?,
-        b'N' => m.leaf(Value::None)?,
-        0x88 => m.leaf(Value::Bool(true))?,
-        0x89 => m.leaf(Value::Bool(false))?,
-        b'K' => {
-            let v = r.u8()?;
-            m.leaf(Value::Int(v as i64))?
-        }
-        b'M' => {
-            let v = r.u16()?;
-            m.leaf(Value::Int(v as i64))?
-        }
-        b'J' => {
-            let v = i32::from_le_bytes(r.array()?);
-            m.leaf(Value::Int(v as i64))?
-        }
-        0x8a => {
-            // LONG1: little-endian two's complement of n bytes.
+        other => return Err(Fault::Opcode(other as u8)),
+    }
+    Ok(())
+}
+
+/// The scalar (or empty container) an opcode pushes, with its argument read from `r`.
+fn scalar(r: &mut Reader<'_>, op: Opcode) -> Result<Value, Fault> {
+    Ok(match op {
+        Opcode::EmptyDict => Value::Dict(Vec::new()),
+        Opcode::EmptyList => Value::List(Vec::new()),
+        Opcode::EmptyTuple => Value::Tuple(Vec::new()),
+        Opcode::None => Value::None,
+        Opcode::NewTrue => Value::Bool(true),
+        Opcode::NewFalse => Value::Bool(false),
+        Opcode::BinInt1 => Value::Int(r.u8()? as i64),
+        Opcode::BinInt2 => Value::Int(r.u16()? as i64),
+        Opcode::BinInt => Value::Int(i32::from_le_bytes(r.array()?) as i64),
+        Opcode::Long1 => {
             let n = r.u8()? as usize;
-            let b = r.take(n)?;
-            if n > 8 {
-                return Err(format!("LONG1 of {n} bytes does not fit in i64").into());
-            }
-            let mut v: i64 = 0;
-            for (i, &byte) in b.iter().enumerate() {
-                v |= (byte as i64) << (8 * i);
-            }
-            if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
-                v -= 1i64 << (8 * n);
-            }
-            m.leaf(Value::Int(v))?
+            Value::Int(long1(r.take(n)?)?)
         }
-        b'G' => {
-            let v = f64::from_be_bytes(r.array()?);
-            m.leaf(Value::Float(v))?
-        }
-        b'X' => {
+        Opcode::BinFloat => Value::Float(f64::from_be_bytes(r.array()?)),
+        Opcode::BinUnicode => {
             let n = r.u32()?;
-            let s = r.utf8(n)?;
-            m.leaf(Value::Str(s))?
+            Value::Str(r.utf8(n)?)
         }
-        0x8c => {
+        Opcode::ShortBinUnicode => {
             let n = r.u8()? as usize;
-            let s = r.utf8(n)?;
-            m.leaf(Value::Str(s))?
+            Value::Str(r.utf8(n)?)
         }
-        0x8d => {
+        Opcode::BinUnicode8 => {
             let n = r.u64()?;
-            let s = r.utf8(n)?;
-            m.leaf(Value::Str(s))?
+            Value::Str(r.utf8(n)?)
         }
-        b'C' => {
+        Opcode::ShortBinBytes => {
             let n = r.u8()? as usize;
-            let b = r.take(n)?.to_vec();
-            m.leaf(Value::Bytes(b))?
+            Value::Bytes(r.take(n)?.to_vec())
         }
-        b'B' => {
+        Opcode::BinBytes => {
             let n = r.u32()?;
-            let b = r.take(n)?.to_vec();
-            m.leaf(Value::Bytes(b))?
+            Value::Bytes(r.take(n)?.to_vec())
         }
-        b'q' => {
+        other => return Err(Fault::Opcode(other as u8)),
+    })
+}
+
+/// `LONG1`'s little-endian two's complement of `b.len()` bytes (at most 8).
+fn long1(b: &[u8]) -> Result<i64, Fault> {
+    let n = b.len();
+    if n > 8 {
+        return Err(format!("LONG1 of {n} bytes does not fit in i64").into());
+    }
+    let mut v: i64 = 0;
+    for (i, &byte) in b.iter().enumerate() {
+        v |= (byte as i64) << (8 * i);
+    }
+    if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
+        v -= 1i64 << (8 * n);
+    }
+    Ok(v)
+}
+
+/// `BINPUT`, `LONG_BINPUT`, `MEMOIZE` (store the top of the stack) and `BINGET`,
+/// `LONG_BINGET` (push a stored value).
+fn memo(r: &mut Reader<'_>, m: &mut Machine, op: Opcode) -> Result<(), Fault> {
+    match op {
+        Opcode::BinPut => {
             let i = r.u8()? as usize;
-            m.memo_put(i)?
+            m.memo_put(i)
         }
-        b'r' => {
+        Opcode::LongBinPut => {
             let i = r.u32()?;
-            m.memo_put(i)?
+            m.memo_put(i)
         }
-        0x94 => {
+        Opcode::Memoize => {
             let i = m.memo.len();
-            m.memo_put(i)?
+            m.memo_put(i)
         }
-        b'h' => {
+        Opcode::BinGet => {
             let i = r.u8()? as usize;
-            m.memo_get(i)?
+            m.memo_get(i)
         }
-        b'j' => {
+        Opcode::LongBinGet => {
             let i = r.u32()?;
-            m.memo_get(i)?
+            m.memo_get(i)
         }
-        b't' => {
+        other => Err(Fault::Opcode(other as u8)),
+    }
+}
+
+/// Tuples (`TUPLE`, `TUPLE1`–`TUPLE3`) and additions to the list or dict below
+/// (`APPEND`, `APPENDS`, `SETITEM`, `SETITEMS`).
+fn containers(m: &mut Machine, op: Opcode) -> Result<(), Fault> {
+    match op {
+        Opcode::Tuple => {
             let items = m.pop_mark()?;
-            m.container(items, Value::Tuple)?
+            m.container(items, Value::Tuple)
         }
-        0x85 => {
-            let a = m.pop()?;
-            m.container(vec![a], Value::Tuple)?
+        Opcode::Tuple1 => tuple_of(m, 1),
+        Opcode::Tuple2 => tuple_of(m, 2),
+        Opcode::Tuple3 => tuple_of(m, 3),
+        Opcode::Append => {
+            let item = m.pop()?;
+            append(m, vec![item])
         }
-        0x86 => {
-            let b = m.pop()?;
-            let a = m.pop()?;
-            m.container(vec![a, b], Value::Tuple)?
+        Opcode::Appends => {
+            let items = m.pop_mark()?;
+            append(m, items)
         }
-        0x87 => {
-            let c = m.pop()?;
-            let b = m.pop()?;
-            let a = m.pop()?;
-            m.container(vec![a, b, c], Value::Tuple)?
+        Opcode::SetItem => {
+            let v = m.pop()?;
+            let k = m.pop()?;
+            set_items(m, vec![k, v])
         }
-        b'a' | b'e' => {
-            // APPEND / APPENDS
-            let items = if op == b'a' {
-                vec![m.pop()?]
-            } else {
-                m.pop_mark()?
-            };
-            m.extend_top(items, |top, values| match top {
-                Value::List(l) => {
-                    l.extend(values);
-                    Ok(())
-                }
-                t => Err(format!("APPEND to a non-list {}", brief(t)).into()),
-            })?
+        Opcode::SetItems => {
+            let items = m.pop_mark()?;
+            set_items(m, items)
         }
-        b's' | b'u' => {
-            // SETITEM / SETITEMS
-            let items = if op == b's' {
-                let v = m.pop()?;
-                let k = m.pop()?;
-                vec![k, v]
-            } else {
-                m.pop_mark()?
-            };
-            if !items.len().is_multiple_of(2) {
-                return Err("SETITEMS with an odd number of items".into());
+        other => Err(Fault::Opcode(other as u8)),
+    }
+}
+
+/// `TUPLE1`–`TUPLE3`: a tuple of the top `n` values.
+fn tuple_of(m: &mut Machine, n: usize) -> Result<(), Fault> {
+    let mut items = (0..n).map(|_| m.pop()).collect::<Result<Vec<_>, _>>()?;
+    items.reverse();
+    m.container(items, Value::Tuple)
+}
+
+/// `APPEND`, `APPENDS`: `items` added to the list below them.
+fn append(m: &mut Machine, items: Vec<Node>) -> Result<(), Fault> {
+    m.extend_top(items, |top, values| match top {
+        Value::List(l) => {
+            l.extend(values);
+            Ok(())
+        }
+        t => Err(format!("APPEND to a non-list {}", brief(t)).into()),
+    })
+}
+
+/// `SETITEM`, `SETITEMS`: `items` (key, value, key, value, …) added to the dict below them.
+fn set_items(m: &mut Machine, items: Vec<Node>) -> Result<(), Fault> {
+    if !items.len().is_multiple_of(2) {
+        return Err("SETITEMS with an odd number of items".into());
+    }
+    m.extend_top(items, |top, values| match top {
+        Value::Dict(d) => {
+            let mut it = values.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                d.push((k, v));
             }
-            m.extend_top(items, |top, values| match top {
-                Value::Dict(d) => {
-                    let mut it = values.into_iter();
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        d.push((k, v));
-                    }
-                    Ok(())
-                }
-                t => Err(format!("SETITEM on a non-dict {}", brief(t)).into()),
-            })?
+            Ok(())
         }
-        b'c' => {
+        t => Err(format!("SETITEM on a non-dict {}", brief(t)).into()),
+    })
+}
+
+/// The allowed global named by `GLOBAL` (two text lines) or `STACK_GLOBAL` (two strings on the
+/// stack).
+fn global_ref(r: &mut Reader<'_>, m: &mut Machine, op: Opcode) -> Result<Value, Fault> {
+    match op {
+        Opcode::Global => {
             let module = r.line()?;
             let name = r.line()?;
-            m.leaf(global(module, name)?)?
+            global(module, name)
         }
-        0x93 => {
+        Opcode::StackGlobal => {
             let name = m.pop()?;
             let module = m.pop()?;
             match (module.value, name.value) {
-                (Value::Str(module), Value::Str(name)) => m.leaf(global(module, name)?)?,
-                _ => return Err("STACK_GLOBAL needs two strings".into()),
+                (Value::Str(module), Value::Str(name)) => global(module, name),
+                _ => Err("STACK_GLOBAL needs two strings".into()),
             }
         }
-        b'R' | 0x81 => {
-            // REDUCE(callable, args) / NEWOBJ(cls, args)
-            let args = m.pop()?;
-            let f = m.pop()?;
-            let (depth, bytes) = (args.depth, args.bytes + own_bytes(&f.value));
-            let args = match args.value {
-                Value::Tuple(a) => a,
-                v => return Err(format!("REDUCE arguments are not a tuple: {}", brief(&v)).into()),
-            };
-            let value = match f.value {
-                Value::Global(module, name) => apply(&module, &name, args)?,
-                v => return Err(format!("REDUCE on a non-callable {}", brief(&v)).into()),
-            };
-            // The result is built from the arguments: no deeper, no larger.
-            m.stack.push(Item::V(Node {
-                value,
-                depth,
-                bytes,
-            }))
-        }
-        b'b' => {
-            // BUILD: state for the object below. A state dict's OrderedDict carries a
-            // `_metadata` attribute (module versions) this reader has no use for.
-            let _state = m.pop()?;
-            m.top()?;
-        }
-        b'Q' => {
-            let pid = m.pop()?;
-            m.leaf(persistent_load(pid.value)?)?
-        }
-        _ => return Err(Fault::Opcode(op)),
+        other => Err(Fault::Opcode(other as u8)),
     }
-    Ok(None)
+}
+
+/// `REDUCE(callable, args)` and `NEWOBJ(cls, args)`: applies an allowed global ([`apply`]).
+fn reduce(m: &mut Machine) -> Result<(), Fault> {
+    let args = m.pop()?;
+    let f = m.pop()?;
+    let (depth, bytes) = (args.depth, args.bytes + own_bytes(&f.value));
+    let args = match args.value {
+        Value::Tuple(a) => a,
+        v => return Err(format!("REDUCE arguments are not a tuple: {}", brief(&v)).into()),
+    };
+    let value = match f.value {
+        Value::Global(module, name) => apply(&module, &name, args)?,
+        v => return Err(format!("REDUCE on a non-callable {}", brief(&v)).into()),
+    };
+    // The result is built from the arguments: no deeper, no larger.
+    m.stack.push(Item::V(Node {
+        value,
+        depth,
+        bytes,
+    }));
+    Ok(())
+}
+
+/// `BUILD`: state for the object below. A state dict's OrderedDict carries a `_metadata`
+/// attribute (module versions) this reader has no use for.
+fn build(m: &mut Machine) -> Result<(), Fault> {
+    let _state = m.pop()?;
+    m.top()?;
+    Ok(())
 }
 
 /// Resolves `('storage', <torch.XStorage>, key, location, numel)`.
@@ -945,5 +1157,28 @@ mod tests {
         let e = unpickle(&p).unwrap_err().to_string();
         assert!(e.contains("APPEND to a non-list Tuple([Int(7)"), "{e}");
         assert!(e.len() < 400, "{} characters", e.len());
+    }
+
+    #[test]
+    fn opcodes_are_the_bytes_of_pickletools() {
+        // the bytes the reader ran before opcodes had names, each named once
+        let bytes: &[u8] =
+            b"\x80\x95.(}])N\x88\x89KMJ\x8aGX\x8c\x8dCBqr\x94hjt\x85\x86\x87aesuc\x93R\x81bQ";
+        for byte in 0..=255u8 {
+            match Opcode::try_from(byte) {
+                Ok(op) => {
+                    assert_eq!(op as u8, byte);
+                    assert!(bytes.contains(&byte), "0x{byte:02x} is new");
+                }
+                Err(b) => {
+                    assert_eq!(b, byte);
+                    assert!(!bytes.contains(&byte), "0x{byte:02x} is refused");
+                }
+            }
+        }
+        assert_eq!(
+            unpickle(b"\x80\x02\x8f.").unwrap_err(),
+            PickleError::Opcode { op: 0x8f, pos: 2 }
+        );
     }
 }

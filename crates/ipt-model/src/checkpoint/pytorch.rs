@@ -9,8 +9,8 @@ use std::path::Path;
 use tch::Tensor;
 
 use super::pickle::{unpickle, TensorRef, Value};
+use super::CheckpointError;
 use super::StateDict;
-use crate::error::CheckpointError;
 
 /// The pickled magic number that starts a legacy (pre-1.6, non-zip) `torch.save` file:
 /// PROTO 2, LONG1 of 10 bytes = 0x1950a86a20f9469cfc6c.

@@ -7,8 +7,8 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use tch::{Kind, Tensor};
 
+use super::CheckpointError;
 use super::StateDict;
-use crate::error::CheckpointError;
 
 /// Metadata key holding the [`IptConfig`](crate::IptConfig) as JSON.
 pub const CONFIG_KEY: &str = "ipt_config";
