@@ -17,6 +17,7 @@ use std::path::Path;
 use image::{DynamicImage, ImageDecoder, ImageReader};
 use ndarray::Array3;
 
+pub use crate::error::LimitExceeded;
 use crate::quantize::quantize_value;
 use crate::{DegradeError, Image};
 
@@ -93,53 +94,6 @@ impl Default for ImageLimits {
             max_pixels: Self::DEFAULT_MAX_PIXELS,
             max_bytes: Self::DEFAULT_MAX_BYTES,
         }
-    }
-}
-
-/// Which limit of [`ImageLimits`] an image exceeds (in [`DegradeError::TooLarge`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitExceeded {
-    /// Too many pixels.
-    Pixels {
-        /// Pixels the header claims (width × height).
-        pixels: u64,
-        /// The limit.
-        max: u64,
-    },
-    /// Too many decoded bytes.
-    Bytes {
-        /// Bytes the decoded pixels would take.
-        bytes: u64,
-        /// The limit.
-        max: u64,
-    },
-}
-
-impl std::fmt::Display for LimitExceeded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match *self {
-            LimitExceeded::Pixels { pixels, max } => write!(
-                f,
-                "{:.1} megapixels, over the limit of {:.1} megapixels ({max} pixels)",
-                pixels as f64 / 1e6,
-                max as f64 / 1e6
-            ),
-            LimitExceeded::Bytes { bytes, max } => write!(
-                f,
-                "{} decoded, over the limit of {}",
-                byte_size(bytes),
-                byte_size(max)
-            ),
-        }
-    }
-}
-
-/// `n` bytes, with MiB for large sizes.
-fn byte_size(n: u64) -> String {
-    if n >= 1 << 20 {
-        format!("{n} bytes ({:.1} MiB)", n as f64 / f64::from(1u32 << 20))
-    } else {
-        format!("{n} bytes")
     }
 }
 

@@ -15,9 +15,9 @@ use ipt_model::{Ipt, IptConfig};
 use tch::{nn, Device, Kind};
 
 use crate::data::Batch;
+use crate::error::TrainError;
 use crate::optim::{clip_gradients, Adam, Clip, MultiStepLr};
 use crate::parallel::{Agreement, Replicas};
-use crate::trainer::TrainError;
 
 /// Seed domain of the libtorch RNG before step `n`.
 const TAG_STEP_TORCH: u64 = 0x5EED;

@@ -31,6 +31,7 @@ pub mod plan;
 pub mod plot;
 mod progress;
 mod recorder;
+mod run;
 pub mod run_dir;
 pub mod run_log;
 mod startup;

@@ -10,10 +10,11 @@ use tch::Tensor;
 
 use crate::checkpoint::{write_atomic, CheckpointDir, TrainState};
 use crate::engine::{StepEngine, StepOutput};
+use crate::error::TrainError;
 use crate::progress::{TrainProgress, Window};
+use crate::run::RunSummary;
 use crate::run_dir::RunDir;
 use crate::run_log::LogRow;
-use crate::trainer::{RunSummary, TrainError};
 use crate::validation::{baseline_name, TaskScore, ValidationSet};
 
 /// How often and how much the recorder writes.

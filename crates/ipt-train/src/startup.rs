@@ -17,12 +17,13 @@ use crate::config::ConfigError;
 use crate::data::pipeline::BatchFactory;
 use crate::data::{DataStats, Sampler};
 use crate::engine::{EngineSettings, StepEngine, TAG_INIT};
+use crate::error::TrainError;
 use crate::finetune::read_pretrained;
 use crate::optim::Adam;
 use crate::parallel::Replicas;
 use crate::plan::{Recipe, RunPlan, ValidationSource};
+use crate::run::RunOptions;
 use crate::run_dir::RunDir;
-use crate::trainer::{RunOptions, TrainError};
 use crate::validation::ValidationSet;
 
 /// What start-up hands the loop.
