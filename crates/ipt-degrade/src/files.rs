@@ -109,11 +109,16 @@ pub fn write_atomic<E: std::fmt::Display + std::fmt::Debug>(
         .extension()
         .map(|e| format!(".{}", e.to_string_lossy()))
         .unwrap_or_default();
-    let tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .suffix(&suffix)
-        .tempfile_in(dir)
-        .map_err(io)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".tmp-").suffix(&suffix);
+    // The usual mode of a new file (0666 less the umask), not the temporary file's private 0600,
+    // which the rename would otherwise keep.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let tmp = builder.tempfile_in(dir).map_err(io)?;
     write(tmp.path()).map_err(|source| AtomicWriteError::Write {
         path: path.to_path_buf(),
         source,
@@ -199,6 +204,24 @@ mod tests {
         assert_eq!(list_images(dir.path(), Depth::Levels(2)).unwrap().len(), 3);
         let err = list_images(&dir.path().join("absent"), Depth::Flat).unwrap_err();
         assert!(err.to_string().contains("absent"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn atomic_writes_get_the_mode_of_a_new_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let plain = tmp.path().join("plain.txt");
+        File::create(&plain).unwrap();
+        let atomic = tmp.path().join("atomic.txt");
+        write_bytes_atomic(&atomic, b"x").unwrap();
+        // 0666 less the umask, as `File::create` gives, not tempfile's private 0600.
+        assert_eq!(mode(&atomic), mode(&plain));
+        // A writer that writes through the path (as image's `save` does) keeps it too.
+        let png = tmp.path().join("out.png");
+        write_atomic(&png, |p| std::fs::write(p, b"y")).unwrap();
+        assert_eq!(mode(&png), mode(&plain));
     }
 
     #[test]
