@@ -8,6 +8,7 @@ mod bench;
 mod checkpoint_cmds;
 mod dev;
 mod doctor;
+mod plot_points;
 mod plot_runs;
 mod restore;
 mod train;
@@ -43,6 +44,8 @@ enum Command {
     Convert(checkpoint_cmds::ConvertArgs),
     /// Draw one task's validation curves of several runs in one chart.
     PlotRuns(plot_runs::Args),
+    /// Draw named (x, y) curves in one chart (figures from benchmark results).
+    PlotPoints(plot_points::Args),
     /// Measure restore, training, data-pipeline, bicubic and SSIM speed on this machine.
     BenchSpeed(dev::speed::Args),
 }
@@ -59,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         Command::Info(args) => checkpoint_cmds::run_info(args),
         Command::Convert(args) => checkpoint_cmds::run_convert(args),
         Command::PlotRuns(args) => plot_runs::run(args),
+        Command::PlotPoints(args) => plot_points::run(args),
         Command::BenchSpeed(args) => dev::speed::run(args),
     }
 }

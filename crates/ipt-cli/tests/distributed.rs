@@ -207,6 +207,43 @@ fn two_ranks_train_what_one_process_trains_with_the_global_batch() {
     assert!(of_step <= 1e-2, "{of_step}");
 }
 
+/// The same config with a moving average of the weights.
+fn with_ema(cfg: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(cfg)
+        .unwrap()
+        .replace("lr = 5e-4\n", "lr = 5e-4\nema_decay = 0.8\n");
+    assert!(text.contains("ema_decay"));
+    std::fs::write(cfg, text).unwrap();
+    cfg.to_path_buf()
+}
+
+#[test]
+fn the_weights_average_is_identical_on_every_rank_and_matches_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = "check_replicas_every = 1"; // now compares the averages too, every step
+    let one = with_ema(&config(dir.path(), "ema1", 4, 0.0, 6, check));
+    let two = with_ema(&config(dir.path(), "ema2", 2, 0.0, 6, check));
+    let (r1, r2) = (dir.path().join("r1"), dir.path().join("r2"));
+    single(&one, &r1, &[]);
+    succeed(&mut two_ranks(&two, &r2, &[]));
+    let optim = |run: &Path| -> BTreeMap<String, Tensor> {
+        Tensor::read_safetensors(run.join("checkpoints/step-00000006.optim.safetensors"))
+            .unwrap()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("ema."))
+            .collect()
+    };
+    let (a, b) = (optim(&r1), optim(&r2));
+    assert!(!a.is_empty());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    // As the weights (see the test above): equal up to the float noise of the reduction order.
+    for (k, x) in &a {
+        let rel =
+            (x - &b[k]).abs().max().double_value(&[]) / x.abs().max().double_value(&[]).max(1e-12);
+        assert!(rel <= 5e-4, "{k}: {rel}");
+    }
+}
+
 #[test]
 fn contrastive_ranks_stay_identical_and_a_single_process_resumes_them() {
     let dir = tempfile::tempdir().unwrap();

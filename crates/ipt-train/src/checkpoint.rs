@@ -290,7 +290,72 @@ impl CheckpointDir {
     }
 }
 
-fn file_name(p: &Path) -> String {
+/// The best validation score so far (`checkpoints/best.json`), naming its weights file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BestRecord {
+    /// The step whose weights scored it.
+    pub step: u64,
+    /// The task scored (`checkpoint.keep_best`).
+    pub task: String,
+    /// Its validation PSNR-Y (dB).
+    pub psnr_y: f64,
+    /// Whether the weights are the moving average (`optim.ema_decay`).
+    pub averaged: bool,
+    /// The weights file (in the same folder): `best-<step>.safetensors`.
+    pub weights: String,
+}
+
+impl CheckpointDir {
+    /// The record of the best weights so far, if any.
+    pub fn best(&self) -> Result<Option<BestRecord>, CheckpointDirError> {
+        let file = self.dir.join("best.json");
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&file)(e)),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| CheckpointDirError::Invalid {
+                path: file,
+                message: format!("bad best-checkpoint record: {e}"),
+            })
+    }
+
+    /// Record new best weights: `best-<step>.safetensors` written by `save_weights`, then
+    /// `best.json` naming it (the commit), then the weights of earlier bests removed. A crash at
+    /// any point leaves `best.json` naming a complete file. Returns the weights file.
+    pub fn save_best<E: std::fmt::Display + std::fmt::Debug>(
+        &self,
+        record: &BestRecord,
+        save_weights: impl FnOnce(&Path) -> Result<(), E>,
+    ) -> Result<PathBuf, CheckpointDirError> {
+        let name = format!("best-{:08}.safetensors", record.step);
+        let weights = self.dir.join(&name);
+        write_atomic(&weights, save_weights)?;
+        let record = BestRecord {
+            weights: name.clone(),
+            ..record.clone()
+        };
+        let file = self.dir.join("best.json");
+        let json =
+            serde_json::to_string_pretty(&record).map_err(|e| CheckpointDirError::Invalid {
+                path: file.clone(),
+                message: e.to_string(),
+            })?;
+        write_bytes_atomic(&file, json.as_bytes())?;
+        for entry in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            let other = entry.file_name().to_string_lossy().into_owned();
+            if other != name && other.starts_with("best-") && other.ends_with(".safetensors") {
+                std::fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
+            }
+        }
+        Ok(weights)
+    }
+}
+
+pub(crate) fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
@@ -343,6 +408,44 @@ mod tests {
             .collect();
         assert_eq!(names.len(), 6, "{names:?}");
         assert!(names.iter().all(|n| !n.starts_with(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn the_best_record_names_its_weights_and_survives_pruning() {
+        let run = tempfile::tempdir().unwrap();
+        let ck = CheckpointDir::create(run.path()).unwrap();
+        assert!(ck.best().unwrap().is_none());
+        let rec = |step, psnr_y| BestRecord {
+            step,
+            task: "sr2".into(),
+            psnr_y,
+            averaged: false,
+            weights: String::new(),
+        };
+        ck.save_best(&rec(10, 30.0), |p| std::fs::write(p, "b10"))
+            .unwrap();
+        let w = ck
+            .save_best(&rec(20, 31.0), |p| std::fs::write(p, "b20"))
+            .unwrap();
+        for step in [10, 20, 30] {
+            ck.save(
+                &state(step),
+                |p| std::fs::write(p, "w"),
+                |p| std::fs::write(p, "o"),
+                1,
+            )
+            .unwrap();
+        }
+        let best = ck.best().unwrap().unwrap();
+        assert_eq!((best.step, best.psnr_y), (20, 31.0));
+        assert_eq!(ck.path().join(&best.weights), w);
+        assert_eq!(std::fs::read_to_string(&w).unwrap(), "b20");
+        assert!(!ck.path().join("best-00000010.safetensors").exists());
+        // A failed write keeps the previous best.
+        let r = ck.save_best(&rec(40, 32.0), |_p: &Path| Err::<(), _>("disk full"));
+        assert!(r.is_err());
+        assert_eq!(ck.best().unwrap().unwrap().step, 20);
+        assert!(w.is_file());
     }
 
     #[test]

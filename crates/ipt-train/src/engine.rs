@@ -6,18 +6,21 @@
 //! A step: seed libtorch's RNG from `(seed, step)`, forward (bf16 autocast on CUDA when asked),
 //! loss = L1 + λ·contrastive on the decoder tokens, the global loss agreed over the ranks of a
 //! data-parallel job (with the stop flag); a NaN/Inf loss ends the step there (no update);
-//! otherwise gradients → averaged over the ranks → clipping → Adam.
+//! otherwise gradients → averaged over the ranks → clipping → Adam → the weights' moving
+//! average ([`crate::ema`], when `optim.ema_decay` is set).
 
 use ipt_degrade::seed::derive_seed;
 use ipt_degrade::Task;
 use ipt_loss::PretrainLoss;
 use ipt_model::{Ipt, IptConfig};
-use tch::{nn, Device, Kind};
+use tch::{nn, Device, Kind, Tensor};
 
 use crate::data::Batch;
+use crate::ema::{self, Ema};
 use crate::error::TrainError;
-use crate::optim::{clip_gradients, Adam, Clip, MultiStepLr};
+use crate::optim::{clip_gradients, Adam, Clip, OptimError};
 use crate::parallel::{Agreement, Replicas};
+use crate::schedule::LrSchedule;
 
 /// Seed domain of the libtorch RNG before step `n`.
 const TAG_STEP_TORCH: u64 = 0x5EED;
@@ -30,13 +33,62 @@ pub struct EngineSettings {
     /// The run's seed (libtorch's RNG is seeded from `(seed, step)` before each step).
     pub seed: u64,
     /// Learning rate by step.
-    pub schedule: MultiStepLr,
+    pub schedule: LrSchedule,
     /// Gradient clipping.
     pub clip: Clip,
     /// The loss.
     pub loss: PretrainLoss,
     /// bf16 autocast of the forward pass (CUDA only; ignored on CPU).
     pub bf16: bool,
+    /// Keep a moving average of the weights with this decay.
+    pub ema_decay: Option<f64>,
+}
+
+/// What a checkpoint's optimizer file holds: Adam's state and the weights' moving average.
+#[derive(Debug)]
+pub(crate) struct Optimizer {
+    /// Adam over the trainable variables.
+    pub adam: Adam,
+    /// The moving average of the same variables, when kept.
+    pub ema: Option<Ema>,
+}
+
+impl Optimizer {
+    /// Adam's entries (`m.`, `v.`, `step.`), then the average's (`ema.`).
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = self.adam.state();
+        out.extend(self.ema.iter().flat_map(Ema::state));
+        out
+    }
+
+    /// Restore a state written by [`Optimizer::state`] (after the weights are in place). An
+    /// average missing from the state (a checkpoint written without one) restarts at the
+    /// current weights; one present but not kept by this run is ignored.
+    pub fn load_state(&mut self, mut state: Vec<(String, Tensor)>) -> Result<(), OptimError> {
+        match &mut self.ema {
+            Some(avg) => {
+                if !avg.load_state(&mut state)? {
+                    avg.reset(self.adam.params());
+                }
+            }
+            None => ema::strip(&mut state),
+        }
+        self.adam.load_state(state)
+    }
+
+    /// Every tensor that must be identical on all ranks: the parameters and their average.
+    fn replicated(&self) -> Vec<Tensor> {
+        let mut out: Vec<Tensor> = self
+            .adam
+            .params()
+            .iter()
+            .map(Tensor::shallow_clone)
+            .collect();
+        if let Some(avg) = &self.ema {
+            out.extend(avg.tensors().iter().map(Tensor::shallow_clone));
+        }
+        out
+    }
 }
 
 /// What one optimizer step did.
@@ -73,7 +125,7 @@ pub struct StepEngine {
     vs: nn::VarStore,
     model: Ipt,
     network: IptConfig,
-    adam: Adam,
+    optimizer: Optimizer,
     settings: EngineSettings,
     replicas: Replicas,
 }
@@ -109,12 +161,15 @@ impl StepEngine {
         let device = vs.device();
         settings.bf16 = settings.bf16 && device.is_cuda();
         let adam = Adam::from_var_store(&vs);
+        let ema = settings
+            .ema_decay
+            .map(|d| Ema::new(d, adam.names(), adam.params()));
         StepEngine {
             device,
             vs,
             model,
             network,
-            adam,
+            optimizer: Optimizer { adam, ema },
             settings,
             replicas,
         }
@@ -161,10 +216,14 @@ impl StepEngine {
             output.nonfinite_loss = Some(agreed.total);
             return Ok(output);
         }
-        let mut grads = self.adam.gradients(&parts.total);
+        let opt = &mut self.optimizer;
+        let mut grads = opt.adam.gradients(&parts.total);
         self.replicas.average_gradients(&mut grads)?;
         let _ = clip_gradients(&mut grads, s.clip);
-        self.adam.step(&mut grads, lr);
+        opt.adam.step(&mut grads, lr);
+        if let Some(avg) = &mut opt.ema {
+            avg.update(opt.adam.params());
+        }
         output.loss = Some(LossTerms {
             total: agreed.total,
             l1: agreed.l1,
@@ -176,6 +235,25 @@ impl StepEngine {
     /// The model being trained.
     pub fn model(&self) -> &Ipt {
         &self.model
+    }
+
+    /// Whether a moving average of the weights is kept.
+    pub fn has_average(&self) -> bool {
+        self.optimizer.ema.is_some()
+    }
+
+    /// Run `f` on the model holding the averaged weights when an average is kept (the trained
+    /// weights are put back bit for bit afterwards), else on the model as it is.
+    pub fn with_evaluated_weights<R>(&mut self, f: impl FnOnce(&Self) -> R) -> R {
+        let Some(avg) = &mut self.optimizer.ema else {
+            return f(self);
+        };
+        avg.swap(self.optimizer.adam.params());
+        let out = f(self);
+        if let Some(avg) = &mut self.optimizer.ema {
+            avg.swap(self.optimizer.adam.params());
+        }
+        out
     }
 
     /// Its architecture.
@@ -198,13 +276,13 @@ impl StepEngine {
     }
 
     /// The variables, the optimizer and the job, to load or synchronise state.
-    pub(crate) fn state_mut(&mut self) -> (&nn::VarStore, &mut Adam, &Replicas) {
-        (&self.vs, &mut self.adam, &self.replicas)
+    pub(crate) fn state_mut(&mut self) -> (&nn::VarStore, &mut Optimizer, &Replicas) {
+        (&self.vs, &mut self.optimizer, &self.replicas)
     }
 
-    /// The optimizer.
-    pub(crate) fn adam(&self) -> &Adam {
-        &self.adam
+    /// The optimizer state a checkpoint holds.
+    pub(crate) fn optimizer_state(&self) -> Vec<(String, Tensor)> {
+        self.optimizer.state()
     }
 
     /// This process's place in the job.
@@ -212,9 +290,10 @@ impl StepEngine {
         &self.replicas
     }
 
-    /// Errors unless every rank holds bit-identical weights (no collective alone).
+    /// Errors unless every rank holds bit-identical weights and averages (no collective
+    /// alone).
     pub(crate) fn check_replicas(&self, step: u64) -> Result<(), TrainError> {
-        match self.replicas.identical(self.adam.params())? {
+        match self.replicas.identical(&self.optimizer.replicated())? {
             true => Ok(()),
             false => Err(TrainError::ReplicasDiverged { step }),
         }

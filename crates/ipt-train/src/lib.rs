@@ -11,7 +11,8 @@
 //!   model, resume, replica sync), the [`engine`] ([`StepEngine`]: one optimizer step per batch)
 //!   and `recorder` (private: progress, `metrics.jsonl`, validation, checkpoints; rank 0 owns
 //!   the run directory).
-//! - [`optim`]: Adam with owned (checkpointed) state, the schedule, clipping.
+//! - [`optim`]: Adam with owned (checkpointed) state and clipping; [`schedule`]: warm-up,
+//!   multi-step and cosine learning rates; [`ema`]: the weights' moving average.
 //! - `parallel` (private): the collectives of a data-parallel job (ipt-dist, libtorch's c10d).
 //! - [`validation`]: held-out images scored through `ipt-eval`, next to their trivial baseline.
 //! - [`run_dir`], [`checkpoint`], [`run_log`], [`plot`]: what a run writes.
@@ -22,6 +23,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod ema;
 pub mod engine;
 mod error;
 pub mod finetune;
@@ -34,6 +36,7 @@ mod recorder;
 mod run;
 pub mod run_dir;
 pub mod run_log;
+pub mod schedule;
 mod startup;
 pub mod trainer;
 pub mod validation;

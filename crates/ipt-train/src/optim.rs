@@ -1,5 +1,5 @@
-//! Adam with optimizer state the project owns (so it can be checkpointed and resumed exactly),
-//! the step-milestone learning-rate schedule and gradient clipping. (Data-parallel jobs average
+//! Adam with optimizer state the project owns (so it can be checkpointed and resumed exactly)
+//! and gradient clipping (the learning rate is [`crate::schedule`]'s). (Data-parallel jobs average
 //! the gradients before clipping; see `parallel.rs`.)
 //!
 //! The update is PyTorch's `torch.optim.Adam` (no weight decay, no amsgrad), per parameter:
@@ -176,25 +176,6 @@ impl Adam {
             )));
         }
         Ok(())
-    }
-}
-
-/// Learning rate `base · γ^(number of milestones ≤ step)` (MultiStepLR, milestones in steps).
-#[derive(Debug, Clone, PartialEq)]
-pub struct MultiStepLr {
-    /// Initial learning rate.
-    pub base: f64,
-    /// Decay per milestone.
-    pub gamma: f64,
-    /// Milestones in optimizer steps.
-    pub milestones: Vec<u64>,
-}
-
-impl MultiStepLr {
-    /// The learning rate used at optimizer step `step` (0-based).
-    pub fn lr(&self, step: u64) -> f64 {
-        let passed = self.milestones.iter().filter(|&&m| m <= step).count();
-        self.base * self.gamma.powi(passed as i32)
     }
 }
 
@@ -381,18 +362,5 @@ mod tests {
             (a[0] - 3.0 * c).abs() < 1e-6 && (a[1] - 4.0 * c).abs() < 1e-6,
             "{a:?}"
         );
-    }
-
-    #[test]
-    fn multistep_schedule() {
-        let s = MultiStepLr {
-            base: 5e-5,
-            gamma: 0.5,
-            milestones: vec![200, 300],
-        };
-        assert_eq!(s.lr(0), 5e-5);
-        assert_eq!(s.lr(199), 5e-5);
-        assert_eq!(s.lr(200), 2.5e-5);
-        assert_eq!(s.lr(300), 1.25e-5);
     }
 }

@@ -16,10 +16,11 @@ use crate::config::paths::path;
 use crate::config::{
     check_command, CheckpointSection, ClipMode, ConfigError, ConfigPaths, DataRoots,
     DataSourceKind, ExperimentConfig, FinetuneSection, Mode, ModelPreset, ModelSection,
-    RuntimeSection, SmallImages, TasksSection, ValidationSize,
+    RuntimeSection, ScheduleKind, ScheduleUnit, SmallImages, TasksSection, ValidationSize,
 };
 use crate::data::{ImageSource, SamplerConfig, SourceError};
-use crate::optim::{Clip, MultiStepLr};
+use crate::optim::Clip;
+use crate::schedule::{Decay, LrSchedule};
 
 /// Seed domain of the embedded training images.
 const TAG_TRAIN_IMAGES: u64 = 0x1111;
@@ -138,7 +139,7 @@ pub struct DataPlan {
 /// The run length and learning-rate schedule of `[optim]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedulePlan {
-    /// Initial learning rate.
+    /// Initial (peak) learning rate.
     pub lr: f64,
     /// Decay per milestone.
     pub gamma: f64,
@@ -146,24 +147,43 @@ pub struct SchedulePlan {
     pub milestone_epochs: Vec<u64>,
     /// Milestones in steps.
     pub milestone_steps: Vec<u64>,
+    /// Cosine annealing to this floor instead of milestones.
+    pub cosine_floor: Option<f64>,
+    /// Steps of linear warm-up.
+    pub warmup_steps: u64,
+    /// The decay moves at epoch starts only.
+    pub by_epoch: bool,
     /// Run length in steps, when set (wins over `epochs`).
     pub steps: Option<u64>,
     /// Run length in epochs.
     pub epochs: u64,
+    /// Decay of the weights' moving average, when one is kept.
+    pub ema_decay: Option<f64>,
 }
 
 impl SchedulePlan {
-    /// The learning-rate schedule, with epoch milestones converted at `batches_per_epoch`.
-    pub fn lr_schedule(&self, batches_per_epoch: u64) -> MultiStepLr {
-        MultiStepLr {
+    /// The learning-rate schedule, with epochs converted at `batches_per_epoch`.
+    pub fn lr_schedule(&self, batches_per_epoch: u64) -> LrSchedule {
+        let decay = match self.cosine_floor {
+            Some(min_lr) => Decay::Cosine {
+                total_steps: self.total_steps(batches_per_epoch),
+                min_lr,
+            },
+            None => Decay::MultiStep {
+                gamma: self.gamma,
+                milestones: self
+                    .milestone_epochs
+                    .iter()
+                    .map(|&e| e * batches_per_epoch)
+                    .chain(self.milestone_steps.iter().copied())
+                    .collect(),
+            },
+        };
+        LrSchedule {
             base: self.lr,
-            gamma: self.gamma,
-            milestones: self
-                .milestone_epochs
-                .iter()
-                .map(|&e| e * batches_per_epoch)
-                .chain(self.milestone_steps.iter().copied())
-                .collect(),
+            warmup_steps: self.warmup_steps,
+            decay,
+            epoch_steps: self.by_epoch.then_some(batches_per_epoch),
         }
     }
 
@@ -197,6 +217,8 @@ pub struct ValidationPlan {
     pub images: usize,
     /// Where they come from.
     pub source: ValidationSource,
+    /// Restored images written per task and validation.
+    pub save_images: usize,
 }
 
 /// The parts of a config that must not change when a run is resumed, compared as values.
@@ -422,8 +444,12 @@ fn schedule_plan(cfg: &ExperimentConfig) -> SchedulePlan {
         gamma: o.gamma,
         milestone_epochs: o.milestones.iter().map(|&e| e as u64).collect(),
         milestone_steps: o.milestone_steps.iter().map(|&s| s as u64).collect(),
+        cosine_floor: (o.schedule == ScheduleKind::Cosine).then_some(o.min_lr),
+        warmup_steps: o.warmup_steps as u64,
+        by_epoch: o.schedule_by == ScheduleUnit::Epoch,
         steps: o.steps.map(|s| s as u64),
         epochs: o.epochs as u64,
+        ema_decay: o.ema_decay,
     }
 }
 
@@ -461,6 +487,7 @@ fn validation_plan(cfg: &ExperimentConfig, paths: &ConfigPaths) -> Option<Valida
     Some(ValidationPlan {
         images: v.images,
         source,
+        save_images: v.save_images,
     })
 }
 

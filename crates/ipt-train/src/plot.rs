@@ -1,6 +1,8 @@
 //! The run's PNG plots, redrawn from the run log at every checkpoint: `loss.png` (window mean
 //! loss, log scale, and the smoothed per-task means) and `psnr.png` (validation PSNR-Y per task
-//! as solid lines, each task's trivial baseline as a dashed line of the same colour).
+//! as solid lines, each task's trivial baseline as a dashed line of the same colour). Legends sit
+//! in a column beside the chart (dashed swatches for baselines), steps are integer ticks, and
+//! [`plot_runs`] marks where a chain's fine-tuning starts.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -75,19 +77,43 @@ const COLORS: [RGBColor; 7] = [
     RGBColor(140, 86, 75),
 ];
 
-/// Draw the mesh, every series and the legend on a built chart (a macro: the linear and the
-/// logarithmic charts have different coordinate types).
+/// Draw the mesh (integer step ticks), the marks and every series on a built chart (a macro:
+/// the linear and the logarithmic charts have different coordinate types).
 macro_rules! finish {
-    ($chart:expr, $series:expr, $text:expr, $log_y:expr, $y_label:expr, $err:expr) => {{
-        let (series, text, log_y, y_label, err) = ($series, $text, $log_y, $y_label, $err);
+    ($chart:expr, $series:expr, $marks:expr, $y:expr, $text:expr, $log_y:expr, $labels:expr, $err:expr) => {{
+        let (series, marks, (y0, y1), text, log_y, (x_label, y_label), err) =
+            ($series, $marks, $y, $text, $log_y, $labels, $err);
         let mut chart = $chart;
         let mut mesh = chart.configure_mesh();
+        let step_label = |x: &f64| step_tick(*x);
         if text {
-            mesh.x_desc("step").y_desc(y_label);
+            mesh.x_desc(x_label)
+                .y_desc(y_label)
+                .x_label_formatter(&step_label);
         } else {
             mesh.x_labels(0).y_labels(0);
         }
         mesh.draw().map_err(|e| err(&e))?;
+        for m in marks {
+            let grey = RGBColor(110, 110, 110);
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(m.step, y0), (m.step, y1)],
+                    4,
+                    4,
+                    grey.stroke_width(1),
+                ))
+                .map_err(|e| err(&e))?;
+            if text {
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        format!(" {}", m.label),
+                        (m.step, y1),
+                        ("sans-serif", 14).into_font().color(&grey),
+                    )))
+                    .map_err(|e| err(&e))?;
+            }
+        }
         for s in series {
             let color = COLORS[s.color % COLORS.len()];
             let data: Vec<(f64, f64)> = s
@@ -96,7 +122,7 @@ macro_rules! finish {
                 .copied()
                 .filter(|p| p.1.is_finite() && (!log_y || p.1 > 0.0))
                 .collect();
-            let line = if s.dashed {
+            if s.dashed {
                 chart.draw_series(DashedLineSeries::new(
                     data.clone(),
                     8,
@@ -107,32 +133,59 @@ macro_rules! finish {
                 chart.draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))
             }
             .map_err(|e| err(&e))?;
-            if text {
-                line.label(s.name.clone()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
-                });
-            }
             if !s.dashed && data.len() <= 40 {
                 chart
                     .draw_series(data.iter().map(|&p| Circle::new(p, 3, color.filled())))
                     .map_err(|e| err(&e))?;
             }
         }
-        if text {
-            chart
-                .configure_series_labels()
-                // Losses fall and PSNRs rise: put the legend where the curves are not.
-                .position(if log_y {
-                    SeriesLabelPosition::UpperRight
-                } else {
-                    SeriesLabelPosition::LowerRight
-                })
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| err(&e))?;
-        }
     }};
+}
+
+/// An x-axis tick: the step as an integer (`1200`, not `1200.0`), thousands as `k` beyond
+/// 10,000 so that long runs' ticks stay short.
+fn step_tick(x: f64) -> String {
+    let n = x.round() as i64;
+    if n.abs() >= 10_000 && n % 1000 == 0 {
+        format!("{}k", n / 1000)
+    } else {
+        n.to_string()
+    }
+}
+
+/// The legend, beside the chart (never over the data): one swatch per series, dashed for a
+/// dashed series, and its name.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    series: &[Series],
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    for (i, s) in series.iter().enumerate() {
+        let color = COLORS[s.color % COLORS.len()];
+        let y = 60 + 22 * i as i32;
+        let segments: Vec<(i32, i32)> = match s.dashed {
+            true => vec![(0, 7), (11, 18), (22, 28)],
+            false => vec![(0, 28)],
+        };
+        for (a, b) in segments {
+            area.draw(&PathElement::new(
+                vec![(8 + a, y), (8 + b, y)],
+                color.stroke_width(3),
+            ))?;
+        }
+        area.draw(&Text::new(
+            s.name.clone(),
+            (44, y - 8),
+            ("sans-serif", 15).into_font(),
+        ))?;
+    }
+    Ok(())
+}
+
+/// A labelled vertical line at a step (where fine-tuning starts in [`plot_runs`]).
+#[derive(Debug, Clone, PartialEq)]
+struct Mark {
+    step: f64,
+    label: String,
 }
 
 /// A named polyline to draw on one chart.
@@ -179,9 +232,10 @@ fn bounds(series: &[Series], log_y: bool) -> Option<(f64, f64, f64, f64)> {
 fn draw_chart(
     path: &Path,
     title: &str,
-    y_label: &str,
+    (x_label, y_label): (&str, &str),
     series: &[Series],
     log_y: bool,
+    marks: &[Mark],
 ) -> Result<(), PlotError> {
     let err = |e: &dyn std::fmt::Display| PlotError::Draw {
         path: path.to_path_buf(),
@@ -191,11 +245,24 @@ fn draw_chart(
         return Ok(()); // nothing to draw yet
     };
     let text = ensure_font();
+    // The legend's column: wide enough for the longest name (about 8 px a character).
+    let longest = series
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let legend_w = if text {
+        (60 + 8 * longest as u32).clamp(160, 420)
+    } else {
+        0
+    };
     let draw = |tmp: &Path| -> Result<(), PlotError> {
-        let root = BitMapBackend::new(tmp, (900, 540)).into_drawing_area();
+        let root = BitMapBackend::new(tmp, (900 + legend_w, 540)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| err(&e))?;
-        let mut builder = ChartBuilder::on(&root);
-        builder.margin(14);
+        let (plot_area, legend_area) = root.split_horizontally(900);
+        let mut builder = ChartBuilder::on(&plot_area);
+        // The right margin leaves room for the last tick's label.
+        builder.margin(14).margin_right(36);
         if text {
             builder
                 .caption(title, ("sans-serif", 22))
@@ -208,9 +275,11 @@ fn draw_chart(
                     .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
                     .map_err(|e| err(&e))?,
                 series,
+                marks,
+                (y0, y1),
                 text,
                 log_y,
-                y_label,
+                (x_label, y_label),
                 err
             );
         } else {
@@ -219,11 +288,16 @@ fn draw_chart(
                     .build_cartesian_2d(x0..x1, y0..y1)
                     .map_err(|e| err(&e))?,
                 series,
+                marks,
+                (y0, y1),
                 text,
                 log_y,
-                y_label,
+                (x_label, y_label),
                 err
             );
+        }
+        if text {
+            draw_legend(&legend_area, series).map_err(|e| err(&e))?;
         }
         root.present().map_err(|e| err(&e))
     };
@@ -317,9 +391,10 @@ pub fn plot(dir: &Path, rows: &[LogRow]) -> Result<(), PlotError> {
     draw_chart(
         &dir.join("loss.png"),
         "training loss (L1 + λ·contrastive)",
-        "loss",
+        ("step", "loss"),
         &loss_series,
         true,
+        &[],
     )?;
     let mut psnr_series = Vec::new();
     for (i, (name, points)) in psnr.into_iter().enumerate() {
@@ -341,9 +416,10 @@ pub fn plot(dir: &Path, rows: &[LogRow]) -> Result<(), PlotError> {
     draw_chart(
         &dir.join("psnr.png"),
         "validation PSNR-Y (held-out images; dashed: trivial baseline)",
-        "PSNR-Y (dB)",
+        ("step", "PSNR-Y (dB)"),
         &psnr_series,
         false,
+        &[],
     )
 }
 
@@ -377,9 +453,19 @@ pub fn plot_runs(
     chains: &[RunChain],
 ) -> Result<Vec<ChainCurve>, PlotError> {
     let mut curves = Vec::new();
+    let mut marks: Vec<Mark> = Vec::new();
     for chain in chains {
         let (mut offset, mut points, mut baseline) = (0.0, Vec::new(), None);
-        for dir in &chain.runs {
+        for (i, dir) in chain.runs.iter().enumerate() {
+            if i > 0 && !marks.iter().any(|m| m.step == offset) {
+                marks.push(Mark {
+                    step: offset,
+                    label: match i {
+                        1 => "fine-tuning starts".to_string(),
+                        _ => format!("run {} starts", i + 1),
+                    },
+                });
+            }
             let rows = crate::run_log::RunLog::new(dir.join("metrics.jsonl")).read();
             let mut last = 0.0f64;
             let before = points.len();
@@ -442,11 +528,33 @@ pub fn plot_runs(
     draw_chart(
         out,
         &format!("validation PSNR-Y, {task}"),
-        "PSNR-Y (dB)",
+        ("step", "PSNR-Y (dB)"),
         &series,
         false,
+        &marks,
     )?;
     Ok(curves)
+}
+
+/// Named `(x, y)` curves with markers in one chart at `out` (e.g. PSNR against the share of
+/// pre-training data, the paper's Fig. 6); x ticks are integers. Errors name the file.
+pub fn plot_points(
+    out: &Path,
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    curves: &[(String, Vec<(f64, f64)>)],
+) -> Result<(), PlotError> {
+    let series: Vec<Series> = curves
+        .iter()
+        .enumerate()
+        .map(|(i, (name, points))| Series {
+            name: name.clone(),
+            points: points.clone(),
+            color: i + 1,
+            dashed: false,
+        })
+        .collect();
+    draw_chart(out, title, (x_label, y_label), &series, false, &[])
 }
 
 /// `bicubic` for SR task names, `input` otherwise.
@@ -536,6 +644,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("sr3"), "{err}");
+    }
+
+    #[test]
+    fn step_ticks_are_integers() {
+        assert_eq!(step_tick(200.0), "200");
+        assert_eq!(step_tick(1200.0000001), "1200");
+        assert_eq!(step_tick(12000.0), "12k");
+        assert_eq!(step_tick(12500.0), "12500");
     }
 
     #[test]

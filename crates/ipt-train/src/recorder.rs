@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use ipt_degrade::Task;
 use tch::Tensor;
 
-use crate::checkpoint::{write_atomic, CheckpointDir, TrainState};
+use crate::checkpoint::{write_atomic, BestRecord, CheckpointDir, CheckpointDirError, TrainState};
 use crate::engine::{StepEngine, StepOutput};
 use crate::error::TrainError;
 use crate::progress::{TrainProgress, Window};
 use crate::run::RunSummary;
 use crate::run_dir::RunDir;
 use crate::run_log::LogRow;
-use crate::validation::{baseline_name, TaskScore, ValidationSet};
+use crate::validation::{baseline_name, Sample, TaskScore, ValidationSet};
 
 /// How often and how much the recorder writes.
 pub(crate) struct RecorderSettings {
@@ -33,6 +33,10 @@ pub(crate) struct RecorderSettings {
     pub world: usize,
     /// Planned total steps.
     pub total_steps: u64,
+    /// Keep the weights that score best on this task's validation.
+    pub keep_best: Option<Task>,
+    /// Restored validation images written per task.
+    pub save_images: usize,
 }
 
 /// Progress, run log, validation, checkpoints and the summary of one run.
@@ -43,6 +47,8 @@ pub(crate) struct Recorder {
     progress: TrainProgress,
     window: Window,
     summary: RunSummary,
+    /// The best validation so far (`checkpoint.keep_best`), as recorded in the run directory.
+    best: Option<BestRecord>,
 }
 
 impl Recorder {
@@ -53,20 +59,25 @@ impl Recorder {
         validation: Option<ValidationSet>,
         start_step: u64,
         summary: RunSummary,
-    ) -> Self {
+    ) -> Result<Self, TrainError> {
         let progress = TrainProgress::new(
             settings.verbose && run.is_some(),
             start_step,
             settings.total_steps,
         );
-        Recorder {
+        let best = match (&run, settings.keep_best) {
+            (Some(run), Some(_)) => run.checkpoints().best()?,
+            _ => None,
+        };
+        Ok(Recorder {
             run,
             settings,
             validation,
             progress,
             window: Window::default(),
             summary,
-        }
+            best,
+        })
     }
 
     /// Print a line (rank 0, when verbose), above the progress bar.
@@ -101,13 +112,42 @@ impl Recorder {
     /// line `validation @ step N: sr2 34.90 dB (bicubic 33.70), …`.
     pub fn validate(
         &mut self,
-        engine: &StepEngine,
+        engine: &mut StepEngine,
         step: u64,
     ) -> Result<Vec<TaskScore>, TrainError> {
         let Some(vset) = &self.validation else {
             return Ok(Vec::new());
         };
-        let scores = vset.evaluate(engine.model(), engine.device())?;
+        let (keep_best, run) = (self.settings.keep_best, self.run.as_ref());
+        let keep = run.map_or(0, |_| self.settings.save_images);
+        let best_so_far = self.best.as_ref().map(|b| b.psnr_y);
+        let (scores, samples, new_best) =
+            engine.with_evaluated_weights(|e| -> Result<_, TrainError> {
+                let (scores, samples) = vset.evaluate_keeping(e.model(), e.device(), keep)?;
+                let better = keep_best
+                    .and_then(|task| scores.iter().find(|s| s.task == task))
+                    .filter(|s| best_so_far.is_none_or(|b| s.psnr_y > b));
+                let new_best = match (better, run) {
+                    (Some(s), Some(run)) => {
+                        let record = BestRecord {
+                            step,
+                            task: s.task.name().to_string(),
+                            psnr_y: s.psnr_y,
+                            averaged: e.has_average(),
+                            weights: String::new(),
+                        };
+                        let file = run
+                            .checkpoints()
+                            .save_best(&record, |p| e.save_weights(p))?;
+                        Some((record, file))
+                    }
+                    _ => None,
+                };
+                Ok((scores, samples, new_best))
+            })?;
+        if let Some(run) = &self.run {
+            write_samples(run, step, &samples)?;
+        }
         let by_name = |f: fn(&TaskScore) -> f64| {
             scores
                 .iter()
@@ -138,6 +178,19 @@ impl Recorder {
         self.summary
             .validation
             .push((step, scores.iter().map(|s| (s.task, s.psnr_y)).collect()));
+        if let Some((record, file)) = new_best {
+            self.say(format!(
+                "best {} so far: {:.2} dB at step {step} -> {}",
+                record.task,
+                record.psnr_y,
+                file.display()
+            ));
+            self.summary.best_checkpoint = Some(file.clone());
+            self.best = Some(BestRecord {
+                weights: crate::checkpoint::file_name(&file),
+                ..record
+            });
+        }
         Ok(scores)
     }
 
@@ -153,7 +206,7 @@ impl Recorder {
                 .files(state.step)
                 .0);
         };
-        let ostate = engine.adam().state();
+        let ostate = engine.optimizer_state();
         let weights = run.checkpoints().save(
             state,
             |p| engine.save_weights(p),
@@ -174,7 +227,7 @@ impl Recorder {
     /// fine-tuned model of `export` written (rank 0).
     pub fn close(
         &mut self,
-        engine: &StepEngine,
+        engine: &mut StepEngine,
         export: Option<Task>,
     ) -> Result<&mut RunSummary, TrainError> {
         let s = &mut self.summary;
@@ -183,7 +236,7 @@ impl Recorder {
         }
         if let (Some(task), Some(run)) = (export, &self.run) {
             let out = run.path().join(format!("ipt_{}.safetensors", task.name()));
-            write_atomic(&out, |p| engine.save_weights(p))?;
+            engine.with_evaluated_weights(|e| write_atomic(&out, |p| e.save_weights(p)))?;
             s.exported = Some(out);
         }
         Ok(s)
@@ -193,4 +246,22 @@ impl Recorder {
     pub fn into_summary(self) -> RunSummary {
         self.summary
     }
+}
+
+/// Write each sample as `validation/step-N/<task>/<name>.png` in the run directory (atomically).
+fn write_samples(run: &RunDir, step: u64, samples: &[Sample]) -> Result<(), TrainError> {
+    for s in samples {
+        let dir = run
+            .path()
+            .join("validation")
+            .join(format!("step-{step:08}"))
+            .join(s.task.name());
+        std::fs::create_dir_all(&dir).map_err(|source| CheckpointDirError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let file = dir.join(format!("{}.png", s.name));
+        write_atomic(&file, |p| ipt_degrade::io::write_png(p, &s.output))?;
+    }
+    Ok(())
 }

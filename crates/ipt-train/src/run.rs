@@ -95,6 +95,8 @@ pub struct RunSummary {
     pub last_checkpoint: Option<PathBuf>,
     /// Fine-tuning: the exported single-task checkpoint.
     pub exported: Option<PathBuf>,
+    /// The best weights written by this process (`checkpoint.keep_best`), if any.
+    pub best_checkpoint: Option<PathBuf>,
     /// Checkpoints that could not be resumed from and were set aside, with the reason.
     pub skipped_checkpoints: Vec<String>,
     /// Temporary files of an interrupted earlier process, removed at start.

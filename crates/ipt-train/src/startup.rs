@@ -16,10 +16,9 @@ use crate::checkpoint::{CheckpointDirError, TrainState};
 use crate::config::ConfigError;
 use crate::data::pipeline::BatchFactory;
 use crate::data::{DataStats, Sampler};
-use crate::engine::{EngineSettings, StepEngine, TAG_INIT};
+use crate::engine::{EngineSettings, Optimizer, StepEngine, TAG_INIT};
 use crate::error::TrainError;
 use crate::finetune::read_pretrained;
-use crate::optim::Adam;
 use crate::parallel::Replicas;
 use crate::plan::{Recipe, RunPlan, ValidationSource};
 use crate::run::RunOptions;
@@ -123,6 +122,7 @@ fn build_engine(
         clip: plan.clip,
         loss: plan.loss,
         bf16: plan.runtime.bf16,
+        ema_decay: plan.schedule.ema_decay,
     };
     Ok(StepEngine::new(vs, model, network, settings, replicas))
 }
@@ -196,8 +196,8 @@ fn open_state(
     engine: &mut StepEngine,
     verbose: bool,
 ) -> Result<(TrainState, Vec<String>), TrainError> {
-    let (vs, adam, _) = engine.state_mut();
-    let resumed = resume(run, plan, vs, adam, verbose)?;
+    let (vs, optimizer, _) = engine.state_mut();
+    let resumed = resume(run, plan, vs, optimizer, verbose)?;
     run.write_config(&plan.config)?;
     let state = match resumed.state {
         Some(st) => {
@@ -217,14 +217,14 @@ fn open_state(
 /// counters; returns the state to continue from. A single process keeps its own.
 fn sync_replicas(engine: &mut StepEngine, state: TrainState) -> Result<TrainState, TrainError> {
     let device = engine.device();
-    let (vs, adam, replicas) = engine.state_mut();
+    let (vs, optimizer, replicas) = engine.state_mut();
     if replicas.world() == 1 {
         return Ok(state);
     }
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let mut tensors: Vec<Tensor> = vars.into_iter().map(|(_, t)| t).collect();
-    let ostate: Vec<(String, Tensor)> = adam
+    let ostate: Vec<(String, Tensor)> = optimizer
         .state()
         .into_iter()
         .map(|(n, t)| (n, t.to_device(device)))
@@ -242,7 +242,7 @@ fn sync_replicas(engine: &mut StepEngine, state: TrainState) -> Result<TrainStat
     if replicas.is_main() {
         return Ok(state);
     }
-    adam.load_state(ostate)?;
+    optimizer.load_state(ostate)?;
     let c = Vec::<i64>::try_from(counters.to_device(Device::Cpu))?;
     Ok(TrainState {
         step: c[0] as u64,
@@ -262,13 +262,13 @@ struct Resumed {
 }
 
 /// Load the newest checkpoint of `run` that can be read completely (state, weights, optimizer)
-/// into `vs` and `adam`. A checkpoint that cannot is set aside (renamed `*.corrupt`, kept) with a
+/// into `vs` and `optimizer`. A checkpoint that cannot is set aside (renamed `*.corrupt`, kept) with a
 /// warning and the next older one is tried; one of a different experiment stops the run.
 fn resume(
     run: &RunDir,
     plan: &RunPlan,
     vs: &nn::VarStore,
-    adam: &mut Adam,
+    optimizer: &mut Optimizer,
     verbose: bool,
 ) -> Result<Resumed, TrainError> {
     let steps = run.checkpoints().steps()?;
@@ -284,7 +284,7 @@ fn resume(
                     path: ck.optim.clone(),
                     message: e.to_string(),
                 })?;
-            adam.load_state(optim)?;
+            optimizer.load_state(optim)?;
             Ok(ck.state)
         })();
         match loaded {

@@ -113,8 +113,10 @@ impl Trainer {
             batch_size: plan.batch_size,
             world: engine.replicas().world(),
             total_steps,
+            keep_best: plan.checkpoint.keep_best,
+            save_images: plan.validation.as_ref().map_or(0, |v| v.save_images),
         };
-        let recorder = Recorder::new(run, settings, validation, state.step, summary);
+        let recorder = Recorder::new(run, settings, validation, state.step, summary)?;
         let trainer = Trainer {
             clock: Clock {
                 started: Instant::now(),
@@ -219,7 +221,7 @@ impl Trainer {
     /// Score the model on the held-out images (when validation is on), log the row and the
     /// line `validation @ step N: sr2 34.90 dB (bicubic 33.70), …`.
     pub fn validate(&mut self) -> Result<Vec<TaskScore>, TrainError> {
-        self.recorder.validate(&self.engine, self.state.step)
+        self.recorder.validate(&mut self.engine, self.state.step)
     }
 
     /// Write a checkpoint of the current step (weights, optimizer, state; rank 0 only) and
@@ -307,7 +309,7 @@ impl Trainer {
             _ => None,
         };
         let stats = &self.data.stats;
-        let s = self.recorder.close(&self.engine, export)?;
+        let s = self.recorder.close(&mut self.engine, export)?;
         s.end_step = self.state.step;
         s.elapsed_s = elapsed;
         s.patches_per_s = (self.clock.steps_run as f64 * global as f64) / elapsed.max(1e-9);

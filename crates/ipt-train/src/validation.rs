@@ -92,6 +92,17 @@ pub struct TaskScore {
     pub baseline: f64,
 }
 
+/// A restored validation image kept to be looked at (`validation/step-N/<task>/<name>.png`).
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// The task.
+    pub task: Task,
+    /// The image's name (its file stem, or `procedural-<i>`).
+    pub name: String,
+    /// The model's output.
+    pub output: Image,
+}
+
 /// Held-out images for every task.
 #[derive(Debug)]
 pub struct ValidationSet {
@@ -151,14 +162,22 @@ impl TaskSet {
         })
     }
 
-    /// Mean PSNR-Y of `model` on this task's pairs.
-    fn evaluate(&self, model: &Ipt, device: Device) -> Result<TaskScore, ValidationError> {
+    /// Mean PSNR-Y of `model` on this task's pairs; the outputs of the first `keep` images are
+    /// added to `samples`.
+    fn evaluate(
+        &self,
+        model: &Ipt,
+        device: Device,
+        keep: usize,
+        samples: &mut Vec<Sample>,
+    ) -> Result<TaskScore, ValidationError> {
         let job = Job::of(self.task);
         let opts = RestoreOptions::default();
         let scores = self
             .pairs
             .iter()
-            .map(|p| {
+            .enumerate()
+            .map(|(i, p)| {
                 let out = restore_image(model, self.task_pos, &p.input, device, &opts, |_| {})
                     .map_err(|source| ValidationError::Restore {
                         image: p.path.clone(),
@@ -172,6 +191,13 @@ impl TaskSet {
                         source,
                     }
                 })?;
+                if i < keep {
+                    samples.push(Sample {
+                        task: self.task,
+                        name: sample_name(&p.name),
+                        output: out,
+                    });
+                }
                 Ok(s.psnr_y)
             })
             .collect::<Result<Vec<f64>, ValidationError>>()?;
@@ -181,6 +207,22 @@ impl TaskSet {
             baseline: self.baseline,
         })
     }
+}
+
+/// A file name for an image named `name` (a path's stem; `#` and other non-name characters
+/// become `-`).
+fn sample_name(name: &str) -> String {
+    let stem = Path::new(name)
+        .file_stem()
+        .map_or_else(|| name.to_string(), |s| s.to_string_lossy().into_owned());
+    stem.chars()
+        .map(
+            |c| match c.is_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                true => c,
+                false => '-',
+            },
+        )
+        .collect()
 }
 
 /// `(lr, hr)` of a clean crop degraded like a training crop, seeded per (task, image).
@@ -308,12 +350,25 @@ impl ValidationSet {
 
     /// Mean PSNR-Y of `model` on every task, in head order.
     pub fn evaluate(&self, model: &Ipt, device: Device) -> Result<Vec<TaskScore>, ValidationError> {
-        tch::no_grad(|| {
+        Ok(self.evaluate_keeping(model, device, 0)?.0)
+    }
+
+    /// [`ValidationSet::evaluate`], also returning the outputs of the first `keep` images of
+    /// each task.
+    pub fn evaluate_keeping(
+        &self,
+        model: &Ipt,
+        device: Device,
+        keep: usize,
+    ) -> Result<(Vec<TaskScore>, Vec<Sample>), ValidationError> {
+        let mut samples = Vec::new();
+        let scores = tch::no_grad(|| {
             self.tasks
                 .iter()
-                .map(|t| t.evaluate(model, device))
-                .collect()
-        })
+                .map(|t| t.evaluate(model, device, keep, &mut samples))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        Ok((scores, samples))
     }
 }
 
@@ -351,6 +406,13 @@ fn decode_folder(dir: &Path) -> Result<Vec<(String, String, Image)>, SourceError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sample_names_are_file_names() {
+        assert_eq!(sample_name("procedural#1"), "procedural-1");
+        assert_eq!(sample_name("/data/Set5/baby.png"), "baby");
+        assert_eq!(sample_name("a b"), "a-b");
+    }
 
     #[test]
     fn unscorable_image_is_an_error_not_a_perfect_score() {

@@ -141,6 +141,157 @@ fn interrupted_and_resumed_run_repeats_the_uninterrupted_loss_sequence() {
     }
 }
 
+/// A run with the field's training options: warm-up then cosine, an EMA of the weights, the best
+/// sr2 checkpoint kept.
+const FIELD: &str = r#"
+name = "field-test"
+[model]
+preset = "tiny"
+[tasks]
+names = ["sr2", "denoise30"]
+[data]
+images = 16
+image_size = 96
+workers = 2
+[optim]
+batch_size = 2
+steps = 6
+lr = 4e-4
+schedule = "cosine"
+min_lr = 1e-5
+warmup_steps = 2
+ema_decay = 0.9
+[checkpoint]
+every = 2
+keep_last = 5
+keep_best = "sr2"
+[validation]
+every = 1
+images = 1
+[runtime]
+seed = 5
+threads = 1
+log_every = 1
+"#;
+
+fn tensors(file: &Path) -> Vec<(String, tch::Tensor)> {
+    let mut t = tch::Tensor::read_safetensors(file).unwrap();
+    t.sort_by(|a, b| a.0.cmp(&b.0));
+    t
+}
+
+fn assert_bit_identical(a: &Path, b: &Path) {
+    let (ta, tb) = (tensors(a), tensors(b));
+    assert_eq!(ta.len(), tb.len(), "{} vs {}", a.display(), b.display());
+    for ((ka, xa), (kb, xb)) in ta.iter().zip(&tb) {
+        assert_eq!(ka, kb);
+        assert!(
+            xa.equal(xb),
+            "{ka} differs: {} vs {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+fn lrs(run: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| v["lr"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn ema_cosine_and_best_checkpoint_resume_to_the_bit() {
+    let _guard = serial();
+    tch::set_num_threads(1);
+    let cfg = config(FIELD);
+    let full = tempfile::tempdir().unwrap();
+    let summary = train(&cfg, &opts(full.path(), None)).unwrap();
+    assert_eq!(summary.end_step, 6);
+
+    // The schedule: warm-up 2e-4, 4e-4, then half a cosine over the 4 remaining steps.
+    let want: Vec<f64> = (0..6u64)
+        .map(|s| match s {
+            0 | 1 => 4e-4 * (s + 1) as f64 / 2.0,
+            _ => {
+                let t = (s - 2) as f64 / 4.0;
+                1e-5 + (4e-4 - 1e-5) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        })
+        .collect();
+    let got = lrs(full.path());
+    assert_eq!(got.len(), 6);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-12 * w, "lr {got:?} vs {want:?}");
+    }
+
+    // The average is in the optimizer state and differs from the trained weights.
+    let ck = full.path().join("checkpoints");
+    let optim = tensors(&ck.join("step-00000006.optim.safetensors"));
+    let weights: std::collections::HashMap<String, tch::Tensor> =
+        tensors(&ck.join("step-00000006.safetensors"))
+            .into_iter()
+            .collect();
+    let averaged: Vec<_> = optim
+        .iter()
+        .filter(|(k, _)| k.starts_with("ema."))
+        .collect();
+    assert!(!averaged.is_empty());
+    assert!(
+        averaged
+            .iter()
+            .any(|(k, a)| weights.get(&k["ema.".len()..]).is_some_and(|w| !w.equal(a))),
+        "the average must differ from the weights after 6 steps"
+    );
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("best.json")).unwrap()).unwrap();
+    assert_eq!(best["task"], "sr2");
+    assert_eq!(best["averaged"], true);
+    let best_file = ck.join(best["weights"].as_str().unwrap());
+    assert!(best_file.is_file());
+    assert!(summary.best_checkpoint.is_some());
+    // The restored validation images (BasicSR's save_img): one per task and validation here.
+    for task in ["sr2", "denoise30"] {
+        let png = full
+            .path()
+            .join(format!("validation/step-00000006/{task}/procedural-0.png"));
+        let img = ipt_degrade::io::read_image(&png).unwrap();
+        let side = if task == "sr2" { 96 } else { 48 };
+        assert_eq!(img.dim(), (3, side, side), "{}", png.display());
+    }
+
+    // Interrupted after step 3 and its checkpoint lost: resumed from step 2.
+    let dir = tempfile::tempdir().unwrap();
+    train(&cfg, &opts(dir.path(), Some(3))).unwrap();
+    let ck2 = dir.path().join("checkpoints");
+    for f in [
+        "step-00000003.json",
+        "step-00000003.safetensors",
+        "step-00000003.optim.safetensors",
+    ] {
+        std::fs::remove_file(ck2.join(f)).unwrap();
+    }
+    let second = train(&cfg, &opts(dir.path(), None)).unwrap();
+    assert_eq!((second.start_step, second.end_step), (2, 6));
+    assert_bit_identical(
+        &ck.join("step-00000006.safetensors"),
+        &ck2.join("step-00000006.safetensors"),
+    );
+    assert_bit_identical(
+        &ck.join("step-00000006.optim.safetensors"),
+        &ck2.join("step-00000006.optim.safetensors"),
+    );
+    let best2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck2.join("best.json")).unwrap()).unwrap();
+    assert_eq!(best, best2);
+    assert_bit_identical(&best_file, &ck2.join(best2["weights"].as_str().unwrap()));
+    assert_eq!(lrs(dir.path()), got);
+}
+
 fn write_good_images(dir: &Path, n: usize) {
     let g = ipt_train::data::ProceduralImages::new(5, 64, 72);
     for i in 0..n {

@@ -20,7 +20,8 @@ use ipt_model::{AttentionKernel, Ipt, IptConfig};
 use ipt_train::config::{ModelPreset, ModelSection};
 use ipt_train::data::pipeline::BatchFactory;
 use ipt_train::data::{Batch, BatchPlan, DataStats, ImageSource, Sampler, SamplerConfig};
-use ipt_train::optim::{Clip, MultiStepLr};
+use ipt_train::optim::Clip;
+use ipt_train::schedule::LrSchedule;
 use ipt_train::{DataRoots, EngineSettings, StepEngine};
 use ndarray::Array3;
 use rand::{Rng, SeedableRng};
@@ -357,17 +358,14 @@ impl Bench {
         let network = model.network(&[Task::Sr2, Task::Denoise30], 48);
         let settings = EngineSettings {
             seed: 0,
-            schedule: MultiStepLr {
-                base: 5e-5,
-                gamma: 0.5,
-                milestones: Vec::new(),
-            },
+            schedule: LrSchedule::constant(5e-5),
             clip: Clip::PerTensor(1.0),
             loss: PretrainLoss {
                 lambda,
                 ..PretrainLoss::default()
             },
             bf16: false,
+            ema_decay: None,
         };
         let mut engine = StepEngine::fresh(&network, self.device, settings)?;
         let (lr, hr) = (random_batch(batch, 48), random_batch(batch, 96));

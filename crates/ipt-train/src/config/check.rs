@@ -8,8 +8,8 @@ use std::path::Path;
 use ipt_degrade::Task;
 
 use super::{
-    CheckpointSection, ConfigError, DataSourceKind, ExperimentConfig, Mode, OptimSection,
-    RuntimeSection, ValidationSize,
+    ConfigError, DataSourceKind, ExperimentConfig, Mode, OptimSection, RuntimeSection,
+    ValidationSize,
 };
 
 /// A failed check: the key and what is wrong with it.
@@ -22,7 +22,7 @@ impl ExperimentConfig {
             .and_then(|()| check_data(self))
             .and_then(|()| check_optim(&self.optim))
             .and_then(|()| check_loss(self))
-            .and_then(|()| check_checkpoint(&self.checkpoint))
+            .and_then(|()| check_checkpoint(self))
             .and_then(|()| check_runtime(&self.runtime))
             .and_then(|()| check_validation(self))
             .and_then(|()| check_rain_pairs(self))
@@ -156,6 +156,27 @@ fn check_optim(o: &OptimSection) -> Result<(), Failure> {
     if o.clip_norm.is_nan() || o.clip_norm <= 0.0 {
         return Err(("optim.clip_norm", "must be positive".into()));
     }
+    if !o.min_lr.is_finite() || o.min_lr < 0.0 || o.min_lr > o.lr {
+        return Err((
+            "optim.min_lr",
+            format!("{} must lie in [0, optim.lr = {}]", o.min_lr, o.lr),
+        ));
+    }
+    if let Some(steps) = o.steps.filter(|&s| o.warmup_steps >= s) {
+        return Err((
+            "optim.warmup_steps",
+            format!(
+                "{} warm-up steps leave none of the run's {steps} steps",
+                o.warmup_steps
+            ),
+        ));
+    }
+    if let Some(d) = o.ema_decay.filter(|d| !(*d > 0.0 && *d < 1.0)) {
+        return Err((
+            "optim.ema_decay",
+            format!("{d} must lie strictly between 0 and 1 (e.g. 0.999)"),
+        ));
+    }
     Ok(())
 }
 
@@ -167,10 +188,38 @@ fn check_loss(cfg: &ExperimentConfig) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `[checkpoint]`: an interval and a retention ≥ 1.
-fn check_checkpoint(c: &CheckpointSection) -> Result<(), Failure> {
+/// `[checkpoint]`: an interval and a retention ≥ 1; `keep_best` a validated task of the run.
+fn check_checkpoint(cfg: &ExperimentConfig) -> Result<(), Failure> {
+    let c = &cfg.checkpoint;
     if c.every == 0 || c.keep_last == 0 {
         return Err(("checkpoint", "`every` and `keep_last` must be ≥ 1".into()));
+    }
+    let Some(best) = c.keep_best else {
+        return Ok(());
+    };
+    let trained: Vec<Task> = match &cfg.finetune {
+        Some(f) => vec![f.task],
+        None => cfg.tasks.names.clone(),
+    };
+    if !trained.contains(&best) {
+        return Err((
+            "checkpoint.keep_best",
+            format!(
+                "`{}` is not a task of this run ({})",
+                best.name(),
+                trained
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    if cfg.validation.every == 0 {
+        return Err((
+            "checkpoint.keep_best",
+            "needs validation (validation.every ≥ 1)".into(),
+        ));
     }
     Ok(())
 }

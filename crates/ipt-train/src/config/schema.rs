@@ -282,6 +282,42 @@ pub struct OptimSection {
     pub clip: ClipMode,
     /// Clipping threshold. Default 1.0.
     pub clip_norm: f64,
+    /// `"multistep"` (`gamma` at each milestone, the official recipe; default) or `"cosine"`
+    /// (half a cosine from `lr` to `min_lr` over the steps after the warm-up).
+    pub schedule: ScheduleKind,
+    /// The floor of the cosine schedule. Default 0.
+    pub min_lr: f64,
+    /// Steps of linear warm-up before the schedule (BasicSR's `warmup_iter`). Default 0.
+    pub warmup_steps: usize,
+    /// `"step"` (default): the schedule moves every step; `"epoch"`: at each epoch's start.
+    pub schedule_by: ScheduleUnit,
+    /// Decay of an exponential moving average of the weights (0.999 in BasicSR's and HAT's
+    /// recipes); when set, validation, `checkpoint.keep_best` and the exported model use the
+    /// averaged weights. Default: unset (off, as the paper).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f64>,
+}
+
+/// `optim.schedule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    /// `lr · gamma^(milestones passed)`.
+    #[default]
+    Multistep,
+    /// Cosine annealing down to `min_lr`.
+    Cosine,
+}
+
+/// `optim.schedule_by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleUnit {
+    /// Every optimizer step.
+    #[default]
+    Step,
+    /// At the first step of each epoch.
+    Epoch,
 }
 
 impl Default for OptimSection {
@@ -296,6 +332,11 @@ impl Default for OptimSection {
             steps: None,
             clip: ClipMode::PerTensor,
             clip_norm: 1.0,
+            schedule: ScheduleKind::Multistep,
+            min_lr: 0.0,
+            warmup_steps: 0,
+            schedule_by: ScheduleUnit::Step,
+            ema_decay: None,
         }
     }
 }
@@ -337,6 +378,11 @@ pub struct CheckpointSection {
     pub every: usize,
     /// Number of checkpoints kept; older ones are deleted. Default 3.
     pub keep_last: usize,
+    /// Also keep the weights that scored best so far on this task's validation PSNR-Y
+    /// (`checkpoints/best.safetensors` + `best.json`, never deleted by `keep_last`), e.g.
+    /// `"sr2"`. Needs validation. Default: unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_best: Option<Task>,
 }
 
 impl Default for CheckpointSection {
@@ -344,6 +390,7 @@ impl Default for CheckpointSection {
         Self {
             every: 1000,
             keep_last: 3,
+            keep_best: None,
         }
     }
 }
@@ -365,6 +412,9 @@ pub struct ValidationSection {
     /// Default: held-out procedural images that never appear in training.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// Restored images written at each validation, per task
+    /// (`validation/step-N/<task>/<name>.png`, as BasicSR's `save_img`); 0: none. Default 2.
+    pub save_images: usize,
 }
 
 impl Default for ValidationSection {
@@ -374,6 +424,7 @@ impl Default for ValidationSection {
             images: 4,
             size: ValidationSize::Crop(48),
             path: None,
+            save_images: 2,
         }
     }
 }

@@ -191,3 +191,46 @@ fn small_embedded_images_are_rejected() {
     let err = parse("[data]\nimage_size = 100\n").unwrap_err();
     assert!(err.to_string().contains("192"), "{err}");
 }
+
+#[test]
+fn schedule_ema_and_best_keys_are_checked() {
+    let key_of = |text: &str| match parse(text).unwrap_err() {
+        ConfigError::Invalid { key, message, .. } => format!("{key}: {message}"),
+        other => panic!("unexpected {other}"),
+    };
+    for (text, key) in [
+        ("[optim]\nema_decay = 1.0\n", "optim.ema_decay"),
+        ("[optim]\nema_decay = 0.0\n", "optim.ema_decay"),
+        ("[optim]\nlr = 1e-4\nmin_lr = 1e-3\n", "optim.min_lr"),
+        ("[optim]\nmin_lr = -1.0\n", "optim.min_lr"),
+        (
+            "[optim]\nsteps = 10\nwarmup_steps = 10\n",
+            "optim.warmup_steps",
+        ),
+        (
+            "[checkpoint]\nkeep_best = \"sr4\"\n[tasks]\nnames = [\"sr2\"]\n",
+            "checkpoint.keep_best",
+        ),
+        (
+            "[checkpoint]\nkeep_best = \"sr2\"\n[validation]\nevery = 0\n",
+            "checkpoint.keep_best",
+        ),
+    ] {
+        let got = key_of(text);
+        assert!(got.starts_with(key), "{text:?}: {got}");
+    }
+    let e = parse("[optim]\nschedule = \"linear\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("schedule") && e.contains("cosine"), "{e}");
+    let c = parse(
+        "[optim]\nschedule = \"cosine\"\nmin_lr = 1e-6\nwarmup_steps = 5\nema_decay = 0.999\n\
+         [checkpoint]\nkeep_best = \"denoise30\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.optim.schedule, ScheduleKind::Cosine);
+    assert_eq!(c.optim.ema_decay, Some(0.999));
+    assert_eq!(c.checkpoint.keep_best, Some(Task::Denoise30));
+    let back = parse(&c.to_toml()).unwrap();
+    assert_eq!(back, c, "the resolved config round-trips");
+}
