@@ -8,6 +8,7 @@ mod fuzz;
 mod gloo;
 mod launch;
 mod libtorch;
+mod tensorboard;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -118,9 +119,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Test { args } => {
             let lt = setup(false)?;
             ensure_gloo()?;
+            let tb = match std::env::var_os("IPT_TENSORBOARD_PYTHONPATH") {
+                Some(dir) => std::path::PathBuf::from(dir),
+                None => {
+                    let inputs = Inputs::from_env(false);
+                    tensorboard::ensure(&inputs.ipt_home, &inputs.python().0)?
+                }
+            };
             let mut a: Vec<OsString> = vec!["test".into(), "--workspace".into()];
             a.extend(args);
-            cargo(&lt, &a)
+            let mut env = lt.cargo_env();
+            env.push((
+                "IPT_TENSORBOARD_PYTHONPATH".into(),
+                tb.display().to_string(),
+            ));
+            env.push(("IPT_REQUIRE_TENSORBOARD".into(), "1".into()));
+            cargo_with(&env, &a)
         }
         Cmd::Lint => {
             let lt = setup(false)?;
@@ -243,10 +257,15 @@ fn shell_quote(s: &str) -> String {
 
 /// Run cargo with the libtorch environment; return its exit status.
 fn cargo(lt: &Libtorch, args: &[OsString]) -> Result<ExitCode> {
+    cargo_with(&lt.cargo_env(), args)
+}
+
+/// Run cargo with the environment `env`; return its exit status.
+fn cargo_with(env: &[(String, String)], args: &[OsString]) -> Result<ExitCode> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
     cmd.args(args);
-    for (k, v) in lt.cargo_env() {
+    for (k, v) in env {
         cmd.env(k, v);
     }
     let status = cmd

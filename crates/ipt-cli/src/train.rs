@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use ipt_train::plan::ValidationSource;
 use ipt_train::trainer::{StopSignal, TrainError};
 use ipt_train::{DataRoots, ExperimentConfig, Mode, RunOptions};
 
@@ -112,9 +113,23 @@ fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
     }
     if let (Some(first), Some(last)) = (summary.validation.first(), summary.validation.last()) {
         for ((t, a), (_, b)) in first.1.iter().zip(&last.1) {
+            let base = summary
+                .baselines
+                .iter()
+                .find(|(bt, _)| bt == t)
+                .map(|(_, v)| format!(" ({} {v:.2})", ipt_train::validation::baseline_name(*t)))
+                .unwrap_or_default();
             println!(
-                "PSNR-Y {t}: {a:.2} dB (step {}) -> {b:.2} dB (step {})",
+                "PSNR-Y {t}: {a:.2} dB (step {}) -> {b:.2} dB (step {}){base}",
                 first.0, last.0
+            );
+        }
+        if let Some(ValidationSource::Embedded { .. }) = &summary.validation_source {
+            println!(
+                "note: validated on the built-in procedural images: smooth shapes, on which bicubic \
+                 is near-perfect, so super-resolution below bicubic here says little about photos; \
+                 set validation.path to real images, and see docs/results.md for models trained \
+                 and benchmarked on photos"
             );
         }
     }

@@ -366,6 +366,24 @@ fn save(path: &Path, dynimg: DynamicImage) -> Result<(), DegradeError> {
 /// Writes an 8-bit PNG (RGB for 3 channels, gray for 1), quantized with [`quantize_value`]
 /// (MATLAB `uint8`: round half away from zero, saturate).
 pub fn write_png(path: &Path, img: &Image) -> Result<(), DegradeError> {
+    save(path, png_image(path, img)?)
+}
+
+/// The bytes of the 8-bit PNG that [`write_png`] writes, in memory; `name` names the image in
+/// errors.
+pub fn encode_png(name: &Path, img: &Image) -> Result<Vec<u8>, DegradeError> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    png_image(name, img)?
+        .write_to(&mut out, image::ImageFormat::Png)
+        .map_err(|e| DegradeError::Encode {
+            path: name.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    Ok(out.into_inner())
+}
+
+/// `img` quantised to 8 bits (RGB or grey) for a PNG.
+fn png_image(path: &Path, img: &Image) -> Result<DynamicImage, DegradeError> {
     let (c, h, w) = check_writable(path, img)?;
     let raw = interleave(img, |v| quantize_value(v) as u8);
     let (w32, h32) = (w as u32, h as u32);
@@ -374,11 +392,10 @@ pub fn write_png(path: &Path, img: &Image) -> Result<(), DegradeError> {
     } else {
         image::GrayImage::from_raw(w32, h32, raw).map(DynamicImage::ImageLuma8)
     };
-    let dynimg = dynimg.ok_or_else(|| DegradeError::Encode {
+    dynimg.ok_or_else(|| DegradeError::Encode {
         path: path.to_path_buf(),
         reason: "buffer size mismatch".into(),
-    })?;
-    save(path, dynimg)
+    })
 }
 
 /// Writes a 16-bit PNG: each value becomes `round(v · 257)` saturated to 0–65535, so an 8-bit

@@ -49,6 +49,9 @@ pub enum TrainError {
     /// A plot could not be drawn.
     #[error(transparent)]
     Plot(#[from] crate::plot::PlotError),
+    /// Writing TensorBoard events failed.
+    #[error(transparent)]
+    Events(#[from] crate::tensorboard::EventsError),
     /// Rain layers could not be loaded.
     #[error(transparent)]
     Rain(#[from] ipt_degrade::DegradeError),

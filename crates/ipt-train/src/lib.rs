@@ -15,7 +15,7 @@
 //!   multi-step and cosine learning rates; [`ema`]: the weights' moving average.
 //! - `parallel` (private): the collectives of a data-parallel job (ipt-dist, libtorch's c10d).
 //! - [`validation`]: held-out images scored through `ipt-eval`, next to their trivial baseline.
-//! - [`run_dir`], [`checkpoint`], [`run_log`], [`plot`]: what a run writes.
+//! - [`run_dir`], [`checkpoint`], [`run_log`], [`plot`], [`tensorboard`]: what a run writes.
 //! - [`finetune`]: a single-task model started from a pre-trained checkpoint.
 
 #![warn(missing_docs)]
@@ -38,6 +38,7 @@ pub mod run_dir;
 pub mod run_log;
 pub mod schedule;
 mod startup;
+pub mod tensorboard;
 pub mod trainer;
 pub mod validation;
 

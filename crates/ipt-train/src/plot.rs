@@ -341,6 +341,7 @@ fn curves(rows: &[LogRow]) -> Curves {
                 step,
                 psnr_y,
                 baseline: base,
+                ..
             } => {
                 for (t, p) in psnr_y {
                     psnr.entry(t.clone()).or_default().push((*step as f64, *p));
@@ -476,6 +477,7 @@ pub fn plot_runs(
                         step,
                         psnr_y,
                         baseline: base,
+                        ..
                     } => {
                         if let Some(p) = psnr_y.get(task) {
                             points.push((offset + *step as f64, *p));
@@ -595,6 +597,7 @@ mod tests {
             step,
             psnr_y: [("sr2".to_string(), p)].into(),
             baseline: [("sr2".to_string(), 30.0)].into(),
+            ssim_y: Default::default(),
         }
     }
 
@@ -662,11 +665,13 @@ mod tests {
                 step: 0,
                 psnr_y: [("sr2".to_string(), 20.0)].into(),
                 baseline: [("sr2".to_string(), 24.0)].into(),
+                ssim_y: Default::default(),
             },
             LogRow::Validation {
                 step: 10,
                 psnr_y: [("sr2".to_string(), 25.0)].into(),
                 baseline: [("sr2".to_string(), 24.0)].into(),
+                ssim_y: Default::default(),
             },
         ];
         plot(dir.path(), &rows).unwrap();

@@ -15,6 +15,7 @@ use crate::progress::{TrainProgress, Window};
 use crate::run::RunSummary;
 use crate::run_dir::RunDir;
 use crate::run_log::LogRow;
+use crate::tensorboard::EventWriter;
 use crate::validation::{baseline_name, Sample, TaskScore, ValidationSet};
 
 /// How often and how much the recorder writes.
@@ -37,6 +38,8 @@ pub(crate) struct RecorderSettings {
     pub keep_best: Option<Task>,
     /// Restored validation images written per task.
     pub save_images: usize,
+    /// Write TensorBoard event files.
+    pub tensorboard: bool,
 }
 
 /// Progress, run log, validation, checkpoints and the summary of one run.
@@ -49,6 +52,8 @@ pub(crate) struct Recorder {
     summary: RunSummary,
     /// The best validation so far (`checkpoint.keep_best`), as recorded in the run directory.
     best: Option<BestRecord>,
+    /// TensorBoard events (rank 0, when on).
+    events: Option<EventWriter>,
 }
 
 impl Recorder {
@@ -69,6 +74,10 @@ impl Recorder {
             (Some(run), Some(_)) => run.checkpoints().best()?,
             _ => None,
         };
+        let events = match (&run, settings.tensorboard) {
+            (Some(run), true) => Some(EventWriter::create(run.path())?),
+            _ => None,
+        };
         Ok(Recorder {
             run,
             settings,
@@ -77,6 +86,7 @@ impl Recorder {
             window: Window::default(),
             summary,
             best,
+            events,
         })
     }
 
@@ -102,6 +112,9 @@ impl Recorder {
             self.progress.show_window(&row, s.total_steps);
             if let Some(run) = &self.run {
                 run.log().append(&row)?;
+            }
+            if let Some(events) = &mut self.events {
+                events.scalars(out.step, &train_scalars(&row))?;
             }
             self.window = Window::default();
         }
@@ -159,7 +172,25 @@ impl Recorder {
                 step,
                 psnr_y: by_name(|s| s.psnr_y),
                 baseline: by_name(|s| s.baseline),
+                ssim_y: by_name(|s| s.ssim_y),
             })?;
+        }
+        if let Some(events) = &mut self.events {
+            events.scalars(step, &validation_scalars(&scores))?;
+            let images: Vec<(String, &ipt_degrade::Image)> = samples
+                .iter()
+                .flat_map(|s| {
+                    let tag = |what: &str| format!("val/{}/{}/{what}", s.task.name(), s.name);
+                    [
+                        (tag("input"), &s.input),
+                        (tag("output"), &s.output),
+                        (tag("target"), &s.target),
+                    ]
+                })
+                .collect();
+            if !images.is_empty() {
+                events.images(step, &images)?;
+            }
         }
         self.say(format!(
             "validation @ step {step}: {}",
@@ -264,4 +295,50 @@ fn write_samples(run: &RunDir, step: u64, samples: &[Sample]) -> Result<(), Trai
         write_atomic(&file, |p| ipt_degrade::io::write_png(p, &s.output))?;
     }
     Ok(())
+}
+
+/// The TensorBoard scalars of a training row: `train/loss`, `train/l1`, `train/contrastive`,
+/// `train/lr`, `train/patches_per_s` and `train/loss_by_task/<task>`.
+fn train_scalars(row: &LogRow) -> Vec<(String, f64)> {
+    let LogRow::Train {
+        loss,
+        l1,
+        contrastive,
+        loss_by_task,
+        lr,
+        patches_per_s,
+        ..
+    } = row
+    else {
+        return Vec::new();
+    };
+    let mut out = vec![
+        ("train/loss".to_string(), *loss),
+        ("train/l1".to_string(), *l1),
+        ("train/contrastive".to_string(), *contrastive),
+        ("train/lr".to_string(), *lr),
+        ("train/patches_per_s".to_string(), *patches_per_s),
+    ];
+    out.extend(
+        loss_by_task
+            .iter()
+            .map(|(t, l)| (format!("train/loss_by_task/{t}"), *l)),
+    );
+    out
+}
+
+/// The TensorBoard scalars of a validation: `val/psnr_y/<task>`, `val/ssim_y/<task>` and
+/// `val/baseline_psnr_y/<task>`.
+fn validation_scalars(scores: &[TaskScore]) -> Vec<(String, f64)> {
+    scores
+        .iter()
+        .flat_map(|s| {
+            let t = s.task.name();
+            [
+                (format!("val/psnr_y/{t}"), s.psnr_y),
+                (format!("val/ssim_y/{t}"), s.ssim_y),
+                (format!("val/baseline_psnr_y/{t}"), s.baseline),
+            ]
+        })
+        .collect()
 }

@@ -97,6 +97,8 @@ pub struct RunSummary {
     pub exported: Option<PathBuf>,
     /// The best weights written by this process (`checkpoint.keep_best`), if any.
     pub best_checkpoint: Option<PathBuf>,
+    /// Where the validation images came from (`None`: no validation).
+    pub validation_source: Option<crate::plan::ValidationSource>,
     /// Checkpoints that could not be resumed from and were set aside, with the reason.
     pub skipped_checkpoints: Vec<String>,
     /// Temporary files of an interrupted earlier process, removed at start.

@@ -57,6 +57,9 @@ pub enum LogRow {
         /// Task name → the trivial baseline's mean PSNR-Y in dB on the same images.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         baseline: BTreeMap<String, f64>,
+        /// Task name → mean SSIM-Y (absent in logs written before it was recorded).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        ssim_y: BTreeMap<String, f64>,
     },
 }
 
@@ -178,6 +181,7 @@ mod tests {
             step: 6,
             psnr_y: [("sr2".to_string(), 25.0)].into(),
             baseline: [("sr2".to_string(), 24.0)].into(),
+            ssim_y: Default::default(),
         })
         .unwrap();
         let text = std::fs::read_to_string(log.path()).unwrap();

@@ -103,6 +103,7 @@ impl Trainer {
                 .as_ref()
                 .map(ValidationSet::baselines)
                 .unwrap_or_default(),
+            validation_source: plan.validation.as_ref().map(|v| v.source.clone()),
             ..RunSummary::default()
         };
         let settings = RecorderSettings {
@@ -115,6 +116,7 @@ impl Trainer {
             total_steps,
             keep_best: plan.checkpoint.keep_best,
             save_images: plan.validation.as_ref().map_or(0, |v| v.save_images),
+            tensorboard: plan.runtime.tensorboard,
         };
         let recorder = Recorder::new(run, settings, validation, state.step, summary)?;
         let trainer = Trainer {

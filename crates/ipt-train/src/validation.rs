@@ -88,6 +88,8 @@ pub struct TaskScore {
     pub task: Task,
     /// Mean PSNR-Y of the model, dB.
     pub psnr_y: f64,
+    /// Mean SSIM-Y of the model.
+    pub ssim_y: f64,
     /// Mean PSNR-Y of the trivial baseline on the same images, dB.
     pub baseline: f64,
 }
@@ -99,8 +101,12 @@ pub struct Sample {
     pub task: Task,
     /// The image's name (its file stem, or `procedural-<i>`).
     pub name: String,
+    /// The degraded input.
+    pub input: Image,
     /// The model's output.
     pub output: Image,
+    /// The clean target.
+    pub target: Image,
 }
 
 /// Held-out images for every task.
@@ -195,15 +201,19 @@ impl TaskSet {
                     samples.push(Sample {
                         task: self.task,
                         name: sample_name(&p.name),
+                        input: p.input.clone(),
                         output: out,
+                        target: p.target.clone(),
                     });
                 }
-                Ok(s.psnr_y)
+                Ok((s.psnr_y, s.ssim_y))
             })
-            .collect::<Result<Vec<f64>, ValidationError>>()?;
+            .collect::<Result<Vec<(f64, f64)>, ValidationError>>()?;
+        let n = scores.len().max(1) as f64;
         Ok(TaskScore {
             task: self.task,
-            psnr_y: mean_psnr(scores.into_iter()),
+            psnr_y: mean_psnr(scores.iter().map(|s| s.0)),
+            ssim_y: scores.iter().map(|s| s.1).sum::<f64>() / n,
             baseline: self.baseline,
         })
     }

@@ -472,6 +472,9 @@ pub struct RuntimeSection {
     /// Data-parallel jobs: check every this many steps that all ranks hold bit-identical
     /// weights (0: only at checkpoints). Default 0.
     pub check_replicas_every: usize,
+    /// Write TensorBoard event files (`events.out.tfevents.*`) into the run directory: the
+    /// training and validation scalars and the validation images. Default true.
+    pub tensorboard: bool,
 }
 
 impl Default for RuntimeSection {
@@ -485,6 +488,7 @@ impl Default for RuntimeSection {
             max_nonfinite_in_row: 20,
             collective_timeout_s: 300,
             check_replicas_every: 0,
+            tensorboard: true,
         }
     }
 }
