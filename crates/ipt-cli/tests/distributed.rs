@@ -207,12 +207,21 @@ fn two_ranks_train_what_one_process_trains_with_the_global_batch() {
     assert!(of_step <= 1e-2, "{of_step}");
 }
 
-/// The same config with a moving average of the weights.
+/// The same config with the field's options: a moving average of the weights, warm-up then
+/// cosine, validation and the best sr2 checkpoint kept.
 fn with_ema(cfg: &Path) -> PathBuf {
     let text = std::fs::read_to_string(cfg)
         .unwrap()
-        .replace("lr = 5e-4\n", "lr = 5e-4\nema_decay = 0.8\n");
-    assert!(text.contains("ema_decay"));
+        .replace(
+            "lr = 5e-4\n",
+            "lr = 5e-4\nema_decay = 0.8\nschedule = \"cosine\"\nwarmup_steps = 2\n",
+        )
+        .replace("keep_last = 2\n", "keep_last = 2\nkeep_best = \"sr2\"\n")
+        .replace(
+            "[validation]\nevery = 0\n",
+            "[validation]\nevery = 3\nimages = 1\n",
+        );
+    assert!(text.contains("ema_decay") && text.contains("keep_best") && text.contains("every = 3"));
     std::fs::write(cfg, text).unwrap();
     cfg.to_path_buf()
 }
@@ -242,6 +251,28 @@ fn the_weights_average_is_identical_on_every_rank_and_matches_one_process() {
             (x - &b[k]).abs().max().double_value(&[]) / x.abs().max().double_value(&[]).max(1e-12);
         assert!(rel <= 5e-4, "{k}: {rel}");
     }
+    // The same rates (a pure function of the step) and the same best validation step.
+    let lrs = |run: &Path| -> Vec<String> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["kind"] == "train")
+            .map(|v| format!("{:.12e}", v["lr"].as_f64().unwrap()))
+            .collect()
+    };
+    assert_eq!(lrs(&r1), lrs(&r2));
+    let best = |run: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(run.join("checkpoints/best.json")).unwrap())
+            .unwrap()
+    };
+    let (b1, b2) = (best(&r1), best(&r2));
+    assert_eq!((&b1["step"], &b1["task"]), (&b2["step"], &b2["task"]));
+    let (p1, p2) = (
+        b1["psnr_y"].as_f64().unwrap(),
+        b2["psnr_y"].as_f64().unwrap(),
+    );
+    assert!((p1 - p2).abs() < 0.01, "{p1} vs {p2}");
 }
 
 #[test]
