@@ -57,6 +57,16 @@ threads = 1
 log_every = 1
 "#;
 
+/// Delete the checkpoint of `step` of the run in `run`, as if the process had been killed before
+/// writing it; returns the checkpoint folder.
+fn lose_checkpoint(run: &Path, step: u64) -> PathBuf {
+    let ck = run.join("checkpoints");
+    for ext in ["json", "safetensors", "optim.safetensors"] {
+        std::fs::remove_file(ck.join(format!("step-{step:08}.{ext}"))).unwrap();
+    }
+    ck
+}
+
 #[test]
 fn interrupted_and_resumed_run_repeats_the_uninterrupted_loss_sequence() {
     let _guard = serial();
@@ -74,14 +84,7 @@ fn interrupted_and_resumed_run_repeats_the_uninterrupted_loss_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let first = train(&cfg, &opts(dir.path(), Some(3))).unwrap();
     assert_eq!(first.end_step, 3);
-    let ck = dir.path().join("checkpoints");
-    for f in [
-        "step-00000003.json",
-        "step-00000003.safetensors",
-        "step-00000003.optim.safetensors",
-    ] {
-        std::fs::remove_file(ck.join(f)).unwrap();
-    }
+    lose_checkpoint(dir.path(), 3);
     let second = train(&cfg, &opts(dir.path(), None)).unwrap();
     assert_eq!(second.start_step, 2);
     assert_eq!(second.end_step, 6);
@@ -267,14 +270,7 @@ fn ema_cosine_and_best_checkpoint_resume_to_the_bit() {
     // Interrupted after step 3 and its checkpoint lost: resumed from step 2.
     let dir = tempfile::tempdir().unwrap();
     train(&cfg, &opts(dir.path(), Some(3))).unwrap();
-    let ck2 = dir.path().join("checkpoints");
-    for f in [
-        "step-00000003.json",
-        "step-00000003.safetensors",
-        "step-00000003.optim.safetensors",
-    ] {
-        std::fs::remove_file(ck2.join(f)).unwrap();
-    }
+    let ck2 = lose_checkpoint(dir.path(), 3);
     let second = train(&cfg, &opts(dir.path(), None)).unwrap();
     assert_eq!((second.start_step, second.end_step), (2, 6));
     assert_bit_identical(
