@@ -89,7 +89,8 @@ pub(crate) struct Window {
     loss: f64,
     l1: f64,
     con: f64,
-    by_task: BTreeMap<String, (f64, u64)>,
+    /// Per task: the sums of the total, L1 and contrastive terms, and the steps.
+    by_task: BTreeMap<String, ([f64; 3], u64)>,
 }
 
 impl Default for Window {
@@ -115,8 +116,10 @@ impl Window {
         let e = self
             .by_task
             .entry(task.name().to_string())
-            .or_insert((0.0, 0));
-        e.0 += loss;
+            .or_insert(([0.0; 3], 0));
+        e.0[0] += loss;
+        e.0[1] += l1;
+        e.0[2] += con;
         e.1 += 1;
     }
 
@@ -133,6 +136,12 @@ impl Window {
     ) -> LogRow {
         let n = self.n.max(1) as f64;
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let mean_of = |term: usize| -> BTreeMap<String, f64> {
+            self.by_task
+                .iter()
+                .map(|(k, (sums, c))| (k.clone(), sums[term] / *c as f64))
+                .collect()
+        };
         LogRow::Train {
             step,
             epoch,
@@ -140,11 +149,9 @@ impl Window {
             loss: self.loss / n,
             l1: self.l1 / n,
             contrastive: self.con / n,
-            loss_by_task: self
-                .by_task
-                .iter()
-                .map(|(k, (s, c))| (k.clone(), s / *c as f64))
-                .collect(),
+            loss_by_task: mean_of(0),
+            l1_by_task: mean_of(1),
+            contrastive_by_task: mean_of(2),
             lr,
             patches_per_s: self.n as f64 * (world * batch) as f64 / secs,
             window: self.n,

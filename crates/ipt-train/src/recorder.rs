@@ -298,13 +298,15 @@ fn write_samples(run: &RunDir, step: u64, samples: &[Sample]) -> Result<(), Trai
 }
 
 /// The TensorBoard scalars of a training row: `train/loss`, `train/l1`, `train/contrastive`,
-/// `train/lr`, `train/patches_per_s` and `train/loss_by_task/<task>`.
+/// `train/lr`, `train/patches_per_s` and `train/{loss,l1,contrastive}_by_task/<task>`.
 fn train_scalars(row: &LogRow) -> Vec<(String, f64)> {
     let LogRow::Train {
         loss,
         l1,
         contrastive,
         loss_by_task,
+        l1_by_task,
+        contrastive_by_task,
         lr,
         patches_per_s,
         ..
@@ -319,11 +321,17 @@ fn train_scalars(row: &LogRow) -> Vec<(String, f64)> {
         ("train/lr".to_string(), *lr),
         ("train/patches_per_s".to_string(), *patches_per_s),
     ];
-    out.extend(
-        loss_by_task
-            .iter()
-            .map(|(t, l)| (format!("train/loss_by_task/{t}"), *l)),
-    );
+    for (name, by_task) in [
+        ("loss", loss_by_task),
+        ("l1", l1_by_task),
+        ("contrastive", contrastive_by_task),
+    ] {
+        out.extend(
+            by_task
+                .iter()
+                .map(|(t, l)| (format!("train/{name}_by_task/{t}"), *l)),
+        );
+    }
     out
 }
 

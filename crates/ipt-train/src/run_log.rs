@@ -37,6 +37,12 @@ pub enum LogRow {
         contrastive: f64,
         /// Mean loss per task in the window.
         loss_by_task: BTreeMap<String, f64>,
+        /// Mean L1 term per task in the window (absent in logs written before it was recorded).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        l1_by_task: BTreeMap<String, f64>,
+        /// Mean contrastive term per task in the window (likewise).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        contrastive_by_task: BTreeMap<String, f64>,
         /// Learning rate of the last step.
         lr: f64,
         /// Training patches per second over the window, all ranks together.
@@ -163,6 +169,8 @@ mod tests {
             l1: loss,
             contrastive: 0.0,
             loss_by_task: [("sr2".to_string(), loss)].into(),
+            l1_by_task: [("sr2".to_string(), loss)].into(),
+            contrastive_by_task: [("sr2".to_string(), 0.0)].into(),
             lr: 1e-4,
             patches_per_s: 10.0,
             window: 1,

@@ -56,6 +56,11 @@ fn expected(run: &Path) -> Series {
             for k in ["loss", "l1", "contrastive", "lr", "patches_per_s"] {
                 put(format!("train/{k}"), v[k].as_f64().unwrap());
             }
+            for k in ["loss", "l1", "contrastive"] {
+                for (task, x) in v[format!("{k}_by_task")].as_object().unwrap() {
+                    put(format!("train/{k}_by_task/{task}"), x.as_f64().unwrap());
+                }
+            }
         } else {
             for (k, prefix) in [("psnr_y", "val/psnr_y"), ("ssim_y", "val/ssim_y")] {
                 for (task, x) in v[k].as_object().unwrap() {
