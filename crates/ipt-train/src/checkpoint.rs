@@ -324,12 +324,13 @@ impl CheckpointDir {
 
     /// Record new best weights: `best-<step>.safetensors` written by `save_weights`, then
     /// `best.json` naming it (the commit), then the weights of earlier bests removed. A crash at
-    /// any point leaves `best.json` naming a complete file. Returns the weights file.
+    /// any point leaves `best.json` naming a complete file. Returns the record as written (its
+    /// `weights` filled in) and the weights file.
     pub fn save_best<E: std::fmt::Display + std::fmt::Debug>(
         &self,
         record: &BestRecord,
         save_weights: impl FnOnce(&Path) -> Result<(), E>,
-    ) -> Result<PathBuf, CheckpointDirError> {
+    ) -> Result<(BestRecord, PathBuf), CheckpointDirError> {
         let name = format!("best-{:08}.safetensors", record.step);
         let weights = self.dir.join(&name);
         write_atomic(&weights, save_weights)?;
@@ -351,11 +352,11 @@ impl CheckpointDir {
                 std::fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
             }
         }
-        Ok(weights)
+        Ok((record, weights))
     }
 }
 
-pub(crate) fn file_name(p: &Path) -> String {
+fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
@@ -424,7 +425,7 @@ mod tests {
         };
         ck.save_best(&rec(10, 30.0), |p| std::fs::write(p, "b10"))
             .unwrap();
-        let w = ck
+        let (_, w) = ck
             .save_best(&rec(20, 31.0), |p| std::fs::write(p, "b20"))
             .unwrap();
         for step in [10, 20, 30] {

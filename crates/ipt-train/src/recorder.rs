@@ -149,10 +149,10 @@ impl Recorder {
                             averaged: e.has_average(),
                             weights: String::new(),
                         };
-                        let file = run
-                            .checkpoints()
-                            .save_best(&record, |p| e.save_weights(p))?;
-                        Some((record, file))
+                        Some(
+                            run.checkpoints()
+                                .save_best(&record, |p| e.save_weights(p))?,
+                        )
                     }
                     _ => None,
                 };
@@ -216,11 +216,8 @@ impl Recorder {
                 record.psnr_y,
                 file.display()
             ));
-            self.summary.best_checkpoint = Some(file.clone());
-            self.best = Some(BestRecord {
-                weights: crate::checkpoint::file_name(&file),
-                ..record
-            });
+            self.summary.best_checkpoint = Some(file);
+            self.best = Some(record);
         }
         Ok(scores)
     }
