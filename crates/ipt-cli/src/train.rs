@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use ipt_train::plan::ValidationSource;
 use ipt_train::trainer::{StopSignal, TrainError};
+use ipt_train::config::MAX_THREADS;
 use ipt_train::{DataRoots, ExperimentConfig, Mode, RunOptions};
 
 /// Arguments of `ipt pretrain` / `ipt finetune`.
@@ -149,8 +150,10 @@ fn threads_from_env() -> anyhow::Result<Option<usize>> {
     match std::env::var("IPT_THREADS") {
         Err(_) => Ok(None),
         Ok(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n > 0 => Ok(Some(n)),
-            _ => anyhow::bail!("IPT_THREADS={v:?}: expected a positive number of threads"),
+            Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(Some(n)),
+            _ => anyhow::bail!(
+                "IPT_THREADS={v:?}: expected a number of threads from 1 to {MAX_THREADS}"
+            ),
         },
     }
 }

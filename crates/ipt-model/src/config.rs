@@ -189,6 +189,9 @@ impl IptConfig {
                 self.n_feats, self.patch_dim, self.patch_size, self.num_queries
             ));
         }
+        if self.num_layers == 0 {
+            return bad("num_layers must be ≥ 1 (each of the encoder and decoder needs a layer)".into());
+        }
         if self.num_heads == 0 || !self.embedding_dim().is_multiple_of(self.num_heads) {
             return bad(format!(
                 "embedding dim n_feats·patch_dim² = {} is not divisible by num_heads {}",
@@ -222,9 +225,12 @@ impl IptConfig {
         if let Some(tasks) = &self.tasks {
             let task_scales: Vec<usize> = tasks.iter().map(|t| t.scale()).collect();
             if task_scales != self.scales {
+                let list = |v: Vec<String>| v.join(", ");
                 return bad(format!(
-                    "tasks {tasks:?} have scales {task_scales:?}, but scales is {:?}",
-                    self.scales
+                    "tasks {} have scales {}, but scales is {}",
+                    list(tasks.iter().map(|t| t.name().to_string()).collect()),
+                    list(task_scales.iter().map(|s| s.to_string()).collect()),
+                    list(self.scales.iter().map(|s| s.to_string()).collect()),
                 ));
             }
         }

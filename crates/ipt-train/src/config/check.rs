@@ -18,7 +18,9 @@ type Failure = (&'static str, String);
 impl ExperimentConfig {
     /// Static checks that need no file system; the error names the file and the key.
     pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        check_tasks(self)
+        check_name(self.name.as_deref())
+            .and_then(|()| check_tasks(self))
+            .and_then(|()| check_model(self))
             .and_then(|()| check_data(self))
             .and_then(|()| check_optim(&self.optim))
             .and_then(|()| check_loss(self))
@@ -50,6 +52,50 @@ pub fn check_command(cfg: &ExperimentConfig, mode: Mode, file: &Path) -> Result<
         )),
         _ => Ok(()),
     }
+}
+
+/// `name`: one plain folder name, so that the run directory (`runs/<name>`) stays inside `runs/`.
+fn check_name(name: Option<&str>) -> Result<(), Failure> {
+    let Some(name) = name else {
+        return Ok(());
+    };
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && !name.starts_with(' ')
+        && !name.ends_with(' ');
+    if plain {
+        Ok(())
+    } else {
+        Err((
+            "name",
+            format!(
+                "{name:?} is not a plain folder name: the run directory is runs/<name>, so the name \
+                 cannot be empty, `.`, `..`, contain `/` or `\\`, or start or end with a space"
+            ),
+        ))
+    }
+}
+
+/// `[model]`: sizes set here must be ≥ 1 (the rest of the network's rules are
+/// `IptConfig::validate`'s, run when the plan is resolved).
+fn check_model(cfg: &ExperimentConfig) -> Result<(), Failure> {
+    let m = &cfg.model;
+    for (key, value) in [
+        ("model.n_feats", m.n_feats),
+        ("model.patch_dim", m.patch_dim),
+        ("model.num_heads", m.num_heads),
+        ("model.num_layers", m.num_layers),
+    ] {
+        if value == Some(0) {
+            return Err((key, "must be ≥ 1".into()));
+        }
+    }
+    if let Some(p) = m.dropout.filter(|p| !(0.0..1.0).contains(p)) {
+        return Err(("model.dropout", format!("{p} must lie in [0, 1)")));
+    }
+    Ok(())
 }
 
 /// `[tasks]`: at least one, none twice, weights matching and usable.
@@ -171,6 +217,20 @@ fn check_optim(o: &OptimSection) -> Result<(), Failure> {
             ),
         ));
     }
+    for (key, list) in [
+        ("optim.milestones", &o.milestones),
+        ("optim.milestone_steps", &o.milestone_steps),
+    ] {
+        if list.first() == Some(&0) || list.windows(2).any(|w| w[0] >= w[1]) {
+            return Err((
+                key,
+                format!(
+                    "{list:?} must be ≥ 1 and strictly increasing (a repeated milestone would \
+                     apply optim.gamma twice)"
+                ),
+            ));
+        }
+    }
     if let Some(d) = o.ema_decay.filter(|d| !(*d > 0.0 && *d < 1.0)) {
         return Err((
             "optim.ema_decay",
@@ -180,10 +240,22 @@ fn check_optim(o: &OptimSection) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `[loss]`: a positive temperature.
+/// `[loss]`: a finite, non-negative weight λ; a positive, finite temperature; a chunk ≥ 1.
 fn check_loss(cfg: &ExperimentConfig) -> Result<(), Failure> {
-    if cfg.loss.tau.is_nan() || cfg.loss.tau <= 0.0 {
-        return Err(("loss.tau", "must be positive".into()));
+    if let Some(l) = cfg.loss.lambda.filter(|l| !(l.is_finite() && *l >= 0.0)) {
+        return Err((
+            "loss.lambda",
+            format!("{l} must be finite and ≥ 0 (0 turns the contrastive term off)"),
+        ));
+    }
+    if !(cfg.loss.tau.is_finite() && cfg.loss.tau > 0.0) {
+        return Err((
+            "loss.tau",
+            format!("{} must be positive and finite", cfg.loss.tau),
+        ));
+    }
+    if cfg.loss.chunk == Some(0) {
+        return Err(("loss.chunk", "must be ≥ 1".into()));
     }
     Ok(())
 }
@@ -224,8 +296,18 @@ fn check_checkpoint(cfg: &ExperimentConfig) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `[runtime]`: a log interval and a collective timeout ≥ 1.
+/// The most libtorch threads a config may ask for: far above any machine's cores, far below
+/// the counts that stall libtorch's thread pool (100,000 made no progress and ignored SIGTERM).
+pub const MAX_THREADS: usize = 1024;
+
+/// `[runtime]`: threads in `1..=MAX_THREADS`, a log interval and a collective timeout ≥ 1.
 fn check_runtime(r: &RuntimeSection) -> Result<(), Failure> {
+    if let Some(t) = r.threads.filter(|t| !(1..=MAX_THREADS).contains(t)) {
+        return Err((
+            "runtime.threads",
+            format!("{t} must lie in 1..={MAX_THREADS} (leave it out for libtorch's choice)"),
+        ));
+    }
     if r.log_every == 0 {
         return Err(("runtime.log_every", "must be ≥ 1".into()));
     }

@@ -30,7 +30,7 @@ pub mod schema;
 
 use std::path::{Path, PathBuf};
 
-pub use check::check_command;
+pub use check::{check_command, MAX_THREADS};
 pub use paths::{ConfigPaths, DataRoots, NamedPath};
 pub use schema::*;
 

@@ -234,3 +234,40 @@ fn schedule_ema_and_best_keys_are_checked() {
     let back = parse(&c.to_toml()).unwrap();
     assert_eq!(back, c, "the resolved config round-trips");
 }
+
+#[test]
+fn every_number_has_a_range_and_names_stay_inside_runs() {
+    let key_of = |text: &str| match parse(text).unwrap_err() {
+        ConfigError::Invalid { key, message, .. } => format!("{key}: {message}"),
+        other => panic!("{text:?}: unexpected {other}"),
+    };
+    for (text, key) in [
+        ("[loss]\nlambda = nan\n", "loss.lambda"),
+        ("[loss]\nlambda = -1.0\n", "loss.lambda"),
+        ("[loss]\nlambda = inf\n", "loss.lambda"),
+        ("[loss]\ntau = inf\n", "loss.tau"),
+        ("[loss]\nchunk = 0\n", "loss.chunk"),
+        ("[runtime]\nthreads = 0\n", "runtime.threads"),
+        ("[runtime]\nthreads = 100000\n", "runtime.threads"),
+        ("[model]\nnum_layers = 0\n", "model.num_layers"),
+        ("[model]\nnum_heads = 0\n", "model.num_heads"),
+        ("[model]\ndropout = 1.0\n", "model.dropout"),
+        ("[optim]\nmilestones = [100, 100]\n", "optim.milestones"),
+        ("[optim]\nmilestones = [200, 100]\n", "optim.milestones"),
+        ("[optim]\nmilestone_steps = [0]\n", "optim.milestone_steps"),
+        ("name = \"../../escaped\"\n", "name"),
+        ("name = \"a/b\"\n", "name"),
+        ("name = \"..\"\n", "name"),
+        ("name = \"\"\n", "name"),
+        ("name = \"a\\\\b\"\n", "name"),
+    ] {
+        let got = key_of(text);
+        assert!(got.starts_with(key), "{text:?}: {got}");
+    }
+    let c = parse(
+        "name = \"ok-run_1.v2\"\n[loss]\nlambda = 0.0\n[runtime]\nthreads = 1024\n\
+         [optim]\nmilestones = [1, 2, 300]\n[model]\nnum_layers = 1\n",
+    )
+    .unwrap();
+    assert_eq!(c.runtime.threads, Some(MAX_THREADS));
+}
