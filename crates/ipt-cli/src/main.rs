@@ -11,6 +11,7 @@ mod doctor;
 mod plot_points;
 mod plot_runs;
 mod restore;
+mod signals;
 mod train;
 
 use clap::{Parser, Subcommand};

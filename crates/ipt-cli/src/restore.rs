@@ -9,12 +9,16 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
-use ipt_eval::restore_job::{check_bf16, Batch, BitDepth, Cancel, Event, JobSpec, RestoreJob};
+use ipt_eval::restore_job::{
+    check_bf16, Batch, BitDepth, Cancel, Event, JobSpec, RestoreJob, RestoreJobError,
+};
 use ipt_model::checkpoint::InferOptions;
 use ipt_model::chop::ChopMode;
 use ipt_model::device::DeviceSpec;
 use ipt_model::restore::{RestoreOptions, DEFAULT_CROP_BATCH};
 use ipt_model::TaskSelector;
+
+use crate::signals::Interrupts;
 
 /// Arguments of `ipt restore`.
 #[derive(clap::Args, Debug)]
@@ -134,6 +138,10 @@ impl Printer<'_> {
             Event::EmptyFolder(dir) => {
                 eprintln!("warning: no image files in folder {}", dir.display())
             }
+            Event::StaleTemporaryRemoved(file) => eprintln!(
+                "note: removed {}, left by an interrupted earlier run",
+                file.display()
+            ),
             Event::Skipped { file, reason } => eprintln!("skipping {}: {reason}", file.display()),
             Event::Planned { images, windows } => {
                 let Some(job) = self.job else { return };
@@ -213,7 +221,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         job: Some(&job),
         bar: None,
     };
-    let summary = job.run(&batch, &mut |e| printer.event(e), &Cancel::default())?;
+    let cancel = Cancel::default();
+    let interrupts = {
+        let cancel = cancel.clone();
+        Interrupts::install(move |what| {
+            cancel.cancel();
+            eprintln!(
+                "\n{what}: stopping after the current image (press Ctrl-C again to drop it and \
+                 exit now)"
+            );
+        })
+    };
+    let summary = match job.run(&batch, &mut |e| printer.event(e), &cancel) {
+        Err(RestoreJobError::Cancelled { restored }) => {
+            eprintln!(
+                "stopped: {restored} image(s) restored into {}; run the command again to \
+                 restore the rest",
+                args.out.display()
+            );
+            std::process::exit(interrupts.exit_status());
+        }
+        other => other?,
+    };
     eprintln!(
         "restored {} image(s) into {} in {:.1} s",
         summary.restored,

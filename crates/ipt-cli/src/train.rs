@@ -4,9 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+
+use crate::signals::Interrupts;
+use ipt_train::config::MAX_THREADS;
 use ipt_train::plan::ValidationSource;
 use ipt_train::trainer::{StopSignal, TrainError};
-use ipt_train::config::MAX_THREADS;
 use ipt_train::{DataRoots, ExperimentConfig, Mode, RunOptions};
 
 /// Arguments of `ipt pretrain` / `ipt finetune`.
@@ -35,27 +37,17 @@ pub struct Args {
     pub train_data: Option<PathBuf>,
 }
 
-/// Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
-pub const INTERRUPTED_EXIT: i32 = 130;
-
-/// First Ctrl-C / SIGTERM: finish the current step, write a checkpoint, exit with
-/// [`INTERRUPTED_EXIT`]. Second: exit at once.
-fn install_stop_handler(stop: &StopSignal) {
+/// First Ctrl-C / SIGTERM: finish the current step, write a checkpoint, exit with 128 + the
+/// signal (130 / 143). Second: exit at once ([`Interrupts`]).
+fn install_stop_handler(stop: &StopSignal) -> Interrupts {
     let stop = stop.clone();
-    let handler = move || {
-        if stop.requested() {
-            eprintln!("\nsecond interrupt: exiting now (the last checkpoint is kept)");
-            std::process::exit(INTERRUPTED_EXIT);
-        }
+    Interrupts::install(move |what| {
         stop.request();
         eprintln!(
-            "\ninterrupt: finishing the current step and writing a checkpoint \
-             (press Ctrl-C again to exit at once)"
+            "\n{what}: finishing the current step and writing a checkpoint \
+             (press Ctrl-C again to exit at once; the last checkpoint is kept)"
         );
-    };
-    if let Err(e) = ctrlc::set_handler(handler) {
-        eprintln!("warning: cannot catch Ctrl-C ({e}); an interrupt stops the run at once");
-    }
+    })
 }
 
 fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
@@ -66,7 +58,7 @@ fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
         tch::set_num_threads(n as i32);
     }
     let stop = StopSignal::new();
-    install_stop_handler(&stop);
+    let interrupts = install_stop_handler(&stop);
     let run_dir = args
         .run_dir
         .unwrap_or_else(|| PathBuf::from("runs").join(cfg.run_name()));
@@ -84,7 +76,7 @@ fn run(args: Args, mode: Mode) -> anyhow::Result<()> {
         Ok(s) => s,
         Err(e @ TrainError::Interrupted { .. }) => {
             eprintln!("{e}");
-            std::process::exit(INTERRUPTED_EXIT);
+            std::process::exit(interrupts.exit_status());
         }
         Err(e) => {
             return Err(e).with_context(|| format!("training run {} failed", args.config.display()))

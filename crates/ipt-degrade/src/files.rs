@@ -79,12 +79,15 @@ pub enum AtomicWriteError<E: std::fmt::Display + std::fmt::Debug> {
         source: std::io::Error,
     },
     /// The caller's writer failed.
-    #[error("{path}: cannot write: {source}")]
+    #[error("{path}: cannot write: {message}")]
     Write {
         /// The file being written.
         path: PathBuf,
         /// The writer's error.
         source: E,
+        /// The writer's error in words, with the temporary file's name replaced by `path`
+        /// (the temporary name means nothing to a user, and the file is gone).
+        message: String,
     },
 }
 
@@ -110,7 +113,8 @@ pub fn write_atomic<E: std::fmt::Display + std::fmt::Debug>(
         .map(|e| format!(".{}", e.to_string_lossy()))
         .unwrap_or_default();
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".tmp-").suffix(&suffix);
+    let prefix = temporary_prefix();
+    builder.prefix(&prefix).suffix(&suffix);
     // The usual mode of a new file (0666 less the umask), not the temporary file's private 0600,
     // which the rename would otherwise keep.
     #[cfg(unix)]
@@ -121,6 +125,10 @@ pub fn write_atomic<E: std::fmt::Display + std::fmt::Debug>(
     let tmp = builder.tempfile_in(dir).map_err(io)?;
     write(tmp.path()).map_err(|source| AtomicWriteError::Write {
         path: path.to_path_buf(),
+        message: source.to_string().replace(
+            &tmp.path().display().to_string(),
+            &path.display().to_string(),
+        ),
         source,
     })?;
     // The writer may have replaced the file behind the handle: sync what the path names now.
@@ -133,6 +141,51 @@ pub fn write_atomic<E: std::fmt::Display + std::fmt::Debug>(
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// The start of this process's temporary names: `.tmp-<pid>-`, so that a later process can tell
+/// whose temporary file it finds ([`remove_stale_temporaries`]).
+fn temporary_prefix() -> String {
+    format!(".tmp-{}-", std::process::id())
+}
+
+/// The process that made temporary file `name` (`.tmp-<pid>-…`), if the name is one of
+/// [`write_atomic`]'s.
+fn temporary_owner(name: &str) -> Option<u32> {
+    let (pid, rest) = name.strip_prefix(".tmp-")?.split_once('-')?;
+    (!rest.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| pid.parse().ok())
+        .flatten()
+}
+
+/// Removes the temporary files that [`write_atomic`] left in `dir` when a process was killed
+/// mid-write (SIGKILL, a second Ctrl-C, a power cut): files named `.tmp-<pid>-…` whose process
+/// no longer runs. Files of running processes and every other name are left alone. Returns the
+/// removed paths. Where the process table cannot be read (no `/proc`), nothing is removed.
+pub fn remove_stale_temporaries(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return Ok(Vec::new());
+    }
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temporary_owner) else {
+            continue;
+        };
+        if pid == std::process::id() || proc.join(pid.to_string()).exists() {
+            continue;
+        }
+        if entry.file_type()?.is_file() {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed.push(entry.path()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// [`write_atomic`] of a byte string.
@@ -150,6 +203,38 @@ pub fn write_bytes_atomic(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // A process id that is not running: the largest pid_max allows is 2^22.
+        let dead = (4_194_304u32..4_194_404)
+            .find(|p| !Path::new("/proc").join(p.to_string()).exists())
+            .unwrap();
+        let names = [
+            format!(".tmp-{dead}-aB3dE9.png"),
+            format!(".tmp-{}-xYz123.png", std::process::id()),
+            ".tmp-123456.png".to_string(),
+            "photo.png".to_string(),
+            format!(".tmp-{dead}-"),
+        ];
+        for n in &names {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        let removed = remove_stale_temporaries(dir.path()).unwrap();
+        if Path::new("/proc/self").exists() {
+            assert_eq!(removed, vec![dir.path().join(&names[0])]);
+            for n in &names[1..] {
+                assert!(dir.path().join(n).exists(), "{n} is kept");
+            }
+        } else {
+            assert!(removed.is_empty());
+        }
+        assert_eq!(
+            temporary_owner(&format!("{}x", temporary_prefix())),
+            Some(std::process::id())
+        );
+    }
 
     #[test]
     fn extensions_any_case() {

@@ -266,11 +266,14 @@ pub enum RestoreJobError {
         file: PathBuf,
         /// Why.
         #[source]
-        source: AtomicWriteError<DegradeError>,
+        source: Box<AtomicWriteError<DegradeError>>,
     },
-    /// The job was cancelled through its [`Cancel`] token.
-    #[error("cancelled")]
-    Cancelled,
+    /// The job was cancelled through its [`Cancel`] token (between two images).
+    #[error("cancelled after {restored} image(s) were restored")]
+    Cancelled {
+        /// Images restored and written before the cancel took effect.
+        restored: usize,
+    },
 }
 
 /// Refuses bf16 autocast off CUDA (libtorch has no CPU autocast through tch).
@@ -303,6 +306,8 @@ impl Cancel {
 pub enum Event<'a> {
     /// A folder among the inputs holds no image file.
     EmptyFolder(&'a Path),
+    /// A temporary file left in the output folder by an earlier, killed run was removed.
+    StaleTemporaryRemoved(&'a Path),
     /// An input is skipped.
     Skipped {
         /// The input.
@@ -569,12 +574,16 @@ impl RestoreJob {
         events: &mut dyn FnMut(&Event),
         cancel: &Cancel,
     ) -> Result<Summary, RestoreJobError> {
-        std::fs::create_dir_all(&batch.out_dir).map_err(|source| {
-            RestoreJobError::OutputFolder {
-                dir: batch.out_dir.clone(),
-                source,
-            }
-        })?;
+        let folder_error = |source| RestoreJobError::OutputFolder {
+            dir: batch.out_dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&batch.out_dir).map_err(folder_error)?;
+        for stale in
+            ipt_degrade::files::remove_stale_temporaries(&batch.out_dir).map_err(folder_error)?
+        {
+            events(&Event::StaleTemporaryRemoved(&stale));
+        }
         let read_opts = read_options(self.spec.max_pixels);
         let mut skipped = Vec::new();
         let mut skip = |file: &Path, reason: SkipReason, events: &mut dyn FnMut(&Event)| {
@@ -606,7 +615,9 @@ impl RestoreJob {
         for ((file, output), size) in batch.files.iter().zip(&batch.outputs).zip(&sizes) {
             let Some(size) = *size else { continue };
             if cancel.is_cancelled() {
-                return Err(RestoreJobError::Cancelled);
+                return Err(RestoreJobError::Cancelled {
+                    restored: restored_images,
+                });
             }
             number += 1;
             let budget = match self.spec.memory_limit {
@@ -646,7 +657,7 @@ impl RestoreJob {
                 .write(output, &restored)
                 .map_err(|source| RestoreJobError::Write {
                     file: output.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             restored_images += 1;
             let (_, oh, ow) = restored.dim();

@@ -190,7 +190,9 @@ impl IptConfig {
             ));
         }
         if self.num_layers == 0 {
-            return bad("num_layers must be ≥ 1 (each of the encoder and decoder needs a layer)".into());
+            return bad(
+                "num_layers must be ≥ 1 (each of the encoder and decoder needs a layer)".into(),
+            );
         }
         if self.num_heads == 0 || !self.embedding_dim().is_multiple_of(self.num_heads) {
             return bad(format!(

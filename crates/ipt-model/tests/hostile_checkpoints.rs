@@ -235,3 +235,137 @@ fn metadata_claiming_a_larger_network_than_the_tensors_is_refused() {
         "{msg}"
     );
 }
+
+/// A safetensors file with its header edited (JSON value) and the data kept.
+fn with_header(src: &Path, dst: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let bytes = std::fs::read(src).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut header);
+    let mut head = serde_json::to_vec(&header).unwrap();
+    while !head.len().is_multiple_of(8) {
+        head.push(b' ');
+    }
+    let mut out = (head.len() as u64).to_le_bytes().to_vec();
+    out.extend(head);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(dst, out).unwrap();
+}
+
+/// A tiny one-task model saved by `checkpoint::save` in `dir`.
+fn saved_tiny(dir: &Path) -> std::path::PathBuf {
+    let good = dir.join("tiny.safetensors");
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = IptConfig::tiny(&[2]);
+    let _model = Ipt::new(&vs.root(), &cfg).unwrap();
+    checkpoint::save(&good, &vs, &cfg).unwrap();
+    good
+}
+
+#[test]
+fn a_flipped_byte_in_the_weights_fails_the_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = saved_tiny(dir.path());
+    let sd = checkpoint::read_state_dict(&good).unwrap();
+    assert_eq!(
+        sd.metadata.get(checkpoint::CHECKSUM_KEY).map(String::len),
+        Some(8),
+        "save records a checksum"
+    );
+    let mut bytes = std::fs::read(&good).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x10;
+    let bad = dir.path().join("flipped.safetensors");
+    std::fs::write(&bad, &bytes).unwrap();
+    let e = checkpoint::load(&bad, Device::Cpu, &InferOptions::default()).unwrap_err();
+    assert!(matches!(e, CheckpointError::Checksum { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("flipped.safetensors") && msg.contains("checksum") && msg.contains("damaged"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_integer_tensor_where_a_weight_belongs_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = saved_tiny(dir.path());
+    // Another tool's file: no checksum, one float32 weight relabelled int32 (same byte size),
+    // which libtorch would happily cast into saturated weights.
+    let bad = dir.path().join("i32.safetensors");
+    let key = "head.0.0.weight";
+    with_header(&good, &bad, |h| {
+        h["__metadata__"]
+            .as_object_mut()
+            .unwrap()
+            .remove(checkpoint::CHECKSUM_KEY);
+        h[key]["dtype"] = "I32".into();
+    });
+    let e = checkpoint::load(&bad, Device::Cpu, &InferOptions::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(&e, CheckpointError::WrongKind { tensor, .. } if tensor == key),
+        "{e:?}"
+    );
+    assert!(
+        msg.contains("i32.safetensors") && msg.contains("int32") && msg.contains("floating-point"),
+        "{msg}"
+    );
+    // With the checksum kept, the relabelled type is caught before anything is built.
+    let bad2 = dir.path().join("i32-sum.safetensors");
+    with_header(&good, &bad2, |h| h[key]["dtype"] = "I32".into());
+    let e = checkpoint::read_state_dict(&bad2).unwrap_err();
+    assert!(matches!(e, CheckpointError::Checksum { .. }), "{e:?}");
+}
+
+#[test]
+fn non_finite_weights_are_neither_read_nor_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let cfg = IptConfig::tiny(&[2]);
+    let _model = Ipt::new(&vs.root(), &cfg).unwrap();
+    let key = "tail.0.1.weight";
+    tch::no_grad(|| {
+        let vars = vs.variables();
+        let _ = vars[key].get(0).get(0).fill_(f64::NAN);
+    });
+    let path = dir.path().join("nan.safetensors");
+    let e = checkpoint::save(&path, &vs, &cfg).unwrap_err();
+    assert!(
+        matches!(&e, CheckpointError::NonFinite { tensor, .. } if tensor == key),
+        "{e:?}"
+    );
+    assert!(!path.exists(), "nothing is written");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(
+        leftovers.is_empty(),
+        "no temporary file is left: {leftovers:?}"
+    );
+
+    // The same weights written by another tool (no checksum) are refused when read.
+    let tensors: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    tch::Tensor::write_safetensors(&tensors, &path).unwrap();
+    let e = checkpoint::load(&path, Device::Cpu, &InferOptions::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("nan.safetensors") && msg.contains(key) && msg.contains("non-finite"),
+        "{msg}"
+    );
+
+    // And in a `.pt` file: one float storage holding an infinity.
+    let pt = dir.path().join("inf.pt");
+    let mut storage = Vec::new();
+    for v in [1.0f32, f32::INFINITY] {
+        storage.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut pickle = state_dict_pickle(&[2], &[1]);
+    // the storage holds 2 values (the helper's numel byte is 1)
+    let numel = pickle.windows(3).position(|w| w == b"K\x01t").unwrap();
+    pickle[numel + 1] = 2;
+    write_pt(&pt, &pickle, &[("0", &storage)], false);
+    let e = checkpoint::read_state_dict(&pt).unwrap_err();
+    assert!(
+        matches!(&e, CheckpointError::NonFinite { tensor, count: 1, numel: 2, .. } if tensor == "w"),
+        "{e:?}"
+    );
+}

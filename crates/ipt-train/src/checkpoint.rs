@@ -120,7 +120,7 @@ pub fn write_atomic<E: std::fmt::Display + std::fmt::Debug>(
         path: path.to_path_buf(),
         message: match e {
             files::AtomicWriteError::Io { source, .. } => source.to_string(),
-            files::AtomicWriteError::Write { source, .. } => format!("cannot write: {source}"),
+            files::AtomicWriteError::Write { message, .. } => format!("cannot write: {message}"),
         },
     })
 }

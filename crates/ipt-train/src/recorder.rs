@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 
 use ipt_degrade::Task;
-use tch::Tensor;
 
 use crate::checkpoint::{write_atomic, BestRecord, CheckpointDir, CheckpointDirError, TrainState};
 use crate::engine::{StepEngine, StepOutput};
@@ -238,7 +237,13 @@ impl Recorder {
         let weights = run.checkpoints().save(
             state,
             |p| engine.save_weights(p),
-            |p| Tensor::write_safetensors(&ostate, p),
+            |p| {
+                ipt_model::checkpoint::safetensors_file::write_safetensors(
+                    p,
+                    &ostate,
+                    Default::default(),
+                )
+            },
             self.settings.keep_last,
         )?;
         run.plot()?;

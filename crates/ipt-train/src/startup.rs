@@ -12,7 +12,7 @@ use ipt_degrade::Task;
 use ipt_model::{Ipt, IptConfig};
 use tch::{nn, Device, Tensor};
 
-use crate::checkpoint::{CheckpointDirError, TrainState};
+use crate::checkpoint::TrainState;
 use crate::config::ConfigError;
 use crate::data::pipeline::BatchFactory;
 use crate::data::{DataStats, Sampler};
@@ -279,12 +279,8 @@ fn resume(
             run.check_same_experiment(&plan.fingerprint, ck.state.config.as_deref())?;
             let sd = ipt_model::checkpoint::read_state_dict(&ck.weights)?;
             ipt_model::checkpoint::copy_into(vs, &sd, &ck.weights)?;
-            let optim =
-                Tensor::read_safetensors(&ck.optim).map_err(|e| CheckpointDirError::Invalid {
-                    path: ck.optim.clone(),
-                    message: e.to_string(),
-                })?;
-            optimizer.load_state(optim)?;
+            let optim = ipt_model::checkpoint::read_state_dict(&ck.optim)?;
+            optimizer.load_state(optim.tensors)?;
             Ok(ck.state)
         })();
         match loaded {

@@ -474,6 +474,50 @@ fn truncated_latest_checkpoint_falls_back_to_the_previous_one_and_is_kept() {
 }
 
 #[test]
+fn damaged_weights_and_optimizer_files_are_set_aside_by_checksum_and_value() {
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    tiny_until(dir.path(), Some(6)).unwrap();
+    let ck = dir.path().join("checkpoints");
+    // step 6: one flipped byte in the weights (a readable file of the right size and shape);
+    // step 4: the optimizer state turned to NaN by another tool (no checksum to catch it).
+    let w6 = ck.join("step-00000006.safetensors");
+    let mut bytes = std::fs::read(&w6).unwrap();
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0x01;
+    std::fs::write(&w6, &bytes).unwrap();
+    let o4 = ck.join("step-00000004.optim.safetensors");
+    let nan: Vec<(String, tch::Tensor)> = tensors(&o4)
+        .into_iter()
+        .map(|(k, t)| {
+            let t = if t.is_floating_point() {
+                t.fill(f64::NAN)
+            } else {
+                t
+            };
+            (k, t)
+        })
+        .collect();
+    tch::Tensor::write_safetensors(&nan, &o4).unwrap();
+    let s = tiny_until(dir.path(), None).unwrap();
+    assert_eq!(s.start_step, 2, "both damaged checkpoints were passed over");
+    let why = s.skipped_checkpoints.join(" | ");
+    assert_eq!(s.skipped_checkpoints.len(), 2, "{why}");
+    assert!(
+        s.skipped_checkpoints[0].contains("step 6")
+            && s.skipped_checkpoints[0].contains("checksum"),
+        "{why}"
+    );
+    assert!(
+        s.skipped_checkpoints[1].contains("step 4")
+            && s.skipped_checkpoints[1].contains("non-finite"),
+        "{why}"
+    );
+    assert!(ck.join("step-00000006.safetensors.corrupt").is_file());
+    assert!(ck.join("step-00000004.optim.safetensors.corrupt").is_file());
+}
+
+#[test]
 fn a_stop_request_ends_the_run_after_the_current_step_with_a_checkpoint() {
     let _guard = serial();
     let dir = tempfile::tempdir().unwrap();

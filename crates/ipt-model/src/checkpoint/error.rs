@@ -55,6 +55,43 @@ pub enum CheckpointError {
         /// `(key, shape in file, shape in model)`.
         wrong_shape: Vec<(String, Vec<i64>, Vec<i64>)>,
     },
+    /// A tensor holds NaN or infinite values: such weights restore to black images and train
+    /// nothing, so they are refused when read.
+    #[error("{path}: tensor {tensor} holds {count} non-finite value(s) (NaN or infinity) among its {numel}; the weights are damaged")]
+    NonFinite {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The first tensor (in name order) with a non-finite value.
+        tensor: String,
+        /// How many of its values are not finite.
+        count: i64,
+        /// Its number of values.
+        numel: i64,
+    },
+    /// The file's tensors do not hash to the checksum recorded when it was written (a flipped
+    /// or truncated byte).
+    #[error("{path}: the tensors do not match the checksum recorded when the file was written (crc32c {expected}, now {found}); the file is damaged")]
+    Checksum {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The recorded checksum.
+        expected: String,
+        /// The checksum of the tensors as read.
+        found: String,
+    },
+    /// A tensor's stored type cannot hold what the model keeps there (integers for a weight,
+    /// or floats for an integer buffer).
+    #[error("{path}: tensor {tensor} is stored as {found}, but the model needs {expected}")]
+    WrongKind {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Its type in the file, in words.
+        found: String,
+        /// What the model needs, in words.
+        expected: &'static str,
+    },
     /// The configuration stored in or inferred from the file is invalid.
     #[error("{path}: {source}")]
     Model {
@@ -86,7 +123,17 @@ fn mismatch_lines(
         );
     }
     for (k, file, model) in wrong_shape {
-        s += &format!("\n  wrong shape: {k}: file {file:?}, model {model:?}");
+        let dims = |d: &[i64]| {
+            d.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join("×")
+        };
+        s += &format!(
+            "\n  wrong shape: {k}: the file has {}, the model needs {}",
+            dims(file),
+            dims(model)
+        );
     }
     s
 }

@@ -26,7 +26,7 @@ use crate::ipt::Ipt;
 pub use error::CheckpointError;
 pub use infer::{infer_config, FieldDifference, InferError, InferOptions};
 pub use pickle::PickleError;
-pub use safetensors_file::CONFIG_KEY;
+pub use safetensors_file::{CHECKSUM_KEY, CONFIG_KEY};
 
 /// Named tensors read from a checkpoint file, in file order, plus string metadata
 /// (safetensors only; empty for `.pt`).
@@ -60,17 +60,68 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, CheckpointError> {
             path: path.to_path_buf(),
             source,
         })?;
-    match detect(&head[..n], path)? {
-        Format::PyTorch => pytorch::read_pt(path),
-        Format::Safetensors => safetensors_file::read_safetensors(path),
-    }
+    let sd = match detect(&head[..n], path)? {
+        Format::PyTorch => pytorch::read_pt(path)?,
+        Format::Safetensors => safetensors_file::read_safetensors(path)?,
+    };
+    check_finite(&sd, path)?;
+    Ok(sd)
 }
 
 /// [`read_state_dict`] on a file held in memory; `name` only labels errors.
 pub fn read_state_dict_bytes(bytes: &[u8], name: &Path) -> Result<StateDict, CheckpointError> {
-    match detect(&bytes[..bytes.len().min(16)], name)? {
-        Format::PyTorch => pytorch::read_pt_bytes(bytes, name),
-        Format::Safetensors => safetensors_file::read_safetensors_bytes(bytes, name),
+    let sd = match detect(&bytes[..bytes.len().min(16)], name)? {
+        Format::PyTorch => pytorch::read_pt_bytes(bytes, name)?,
+        Format::Safetensors => safetensors_file::read_safetensors_bytes(bytes, name)?,
+    };
+    check_finite(&sd, name)?;
+    Ok(sd)
+}
+
+/// Refuses a state dict with a NaN or infinite value in any floating-point tensor, naming the
+/// first such tensor (in name order) and how many of its values are bad.
+pub fn check_finite(sd: &StateDict, path: &Path) -> Result<(), CheckpointError> {
+    let mut sorted: Vec<&(String, Tensor)> = sd.tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in sorted {
+        if !t.is_floating_point() || t.numel() == 0 {
+            continue;
+        }
+        let bad = t
+            .f_isfinite()
+            .and_then(|f| f.f_logical_not())
+            .and_then(|b| b.f_sum(tch::Kind::Int64))
+            .and_then(|n| n.f_int64_value(&[]))
+            .map_err(|e| CheckpointError::Format {
+                path: path.to_path_buf(),
+                msg: format!("tensor {name}: cannot check its values: {e}"),
+            })?;
+        if bad > 0 {
+            return Err(CheckpointError::NonFinite {
+                path: path.to_path_buf(),
+                tensor: name.clone(),
+                count: bad,
+                numel: t.numel() as i64,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A tensor kind in words, for messages.
+fn kind_name(kind: tch::Kind) -> String {
+    match kind {
+        tch::Kind::Float => "float32".into(),
+        tch::Kind::Double => "float64".into(),
+        tch::Kind::Half => "float16".into(),
+        tch::Kind::BFloat16 => "bfloat16".into(),
+        tch::Kind::Int64 => "int64".into(),
+        tch::Kind::Int => "int32".into(),
+        tch::Kind::Int16 => "int16".into(),
+        tch::Kind::Int8 => "int8".into(),
+        tch::Kind::Uint8 => "uint8".into(),
+        tch::Kind::Bool => "bool".into(),
+        other => format!("{other:?}").to_lowercase(),
     }
 }
 
@@ -131,6 +182,29 @@ pub fn copy_into(vs: &nn::VarStore, sd: &StateDict, path: &Path) -> Result<(), C
             wrong_shape,
         });
     }
+    // A weight must be stored as floats and an integer buffer as integers: casting integers
+    // into a weight (or floats into an index) would give a model that runs and restores garbage.
+    for (k, v) in &vars {
+        let (src, dst) = (file[k.as_str()].kind(), v.kind());
+        let float = |k: tch::Kind| {
+            matches!(
+                k,
+                tch::Kind::Float | tch::Kind::Double | tch::Kind::Half | tch::Kind::BFloat16
+            )
+        };
+        if float(src) != float(dst) {
+            return Err(CheckpointError::WrongKind {
+                path: path.to_path_buf(),
+                tensor: k.clone(),
+                found: kind_name(src),
+                expected: if float(dst) {
+                    "a floating-point type (float32, float64, float16 or bfloat16)"
+                } else {
+                    "an integer type"
+                },
+            });
+        }
+    }
     tch::no_grad(|| {
         for (k, v) in &vars {
             let src = file[k.as_str()].to_device(v.device()).to_kind(v.kind());
@@ -174,8 +248,9 @@ pub fn load(path: &Path, device: Device, opts: &InferOptions) -> Result<Loaded, 
 }
 
 /// Writes every variable of `vs` to a `.safetensors` file with `config` as JSON under the
-/// metadata key [`CONFIG_KEY`]. Refuses other extensions, so that nothing that is not a
-/// PyTorch pickle gets a `.pt` name.
+/// metadata key [`CONFIG_KEY`] and the tensors' checksum under [`CHECKSUM_KEY`], atomically.
+/// Refuses other extensions, so that nothing that is not a PyTorch pickle gets a `.pt` name,
+/// and non-finite weights (named), so that no file of NaNs is ever written.
 pub fn save(path: &Path, vs: &nn::VarStore, config: &IptConfig) -> Result<(), CheckpointError> {
     if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
         return Err(CheckpointError::Format {
@@ -185,6 +260,16 @@ pub fn save(path: &Path, vs: &nn::VarStore, config: &IptConfig) -> Result<(), Ch
     }
     let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    check_finite(
+        &StateDict {
+            tensors: tensors
+                .iter()
+                .map(|(k, t)| (k.clone(), t.shallow_clone()))
+                .collect(),
+            metadata: HashMap::new(),
+        },
+        path,
+    )?;
     let json = serde_json::to_string(config).map_err(|e| CheckpointError::Format {
         path: path.to_path_buf(),
         msg: format!("serialising the config: {e}"),

@@ -13,6 +13,23 @@ use super::StateDict;
 /// Metadata key holding the [`IptConfig`](crate::IptConfig) as JSON.
 pub const CONFIG_KEY: &str = "ipt_config";
 
+/// Metadata key holding the CRC-32C of the tensors ([`checksum`]) as 8 hex digits, written by
+/// [`write_safetensors`] and verified by [`read_safetensors`] when present (files written by
+/// other tools have none and are read as before).
+pub const CHECKSUM_KEY: &str = "ipt_crc32c";
+
+/// CRC-32C over the tensors in name order: each tensor's name, dtype, shape and bytes.
+pub fn checksum<'a>(mut tensors: Vec<(&'a str, Dtype, &'a [usize], &'a [u8])>) -> String {
+    tensors.sort_by(|a, b| a.0.cmp(b.0));
+    let mut crc = 0u32;
+    for (name, dtype, shape, data) in tensors {
+        let head = format!("{name}\0{dtype:?}\0{shape:?}\0");
+        crc = crc32c::crc32c_append(crc, head.as_bytes());
+        crc = crc32c::crc32c_append(crc, data);
+    }
+    format!("{crc:08x}")
+}
+
 fn kind_of(dtype: Dtype) -> Option<Kind> {
     Some(match dtype {
         Dtype::F32 => Kind::Float,
@@ -64,6 +81,23 @@ pub fn read_safetensors_bytes(bytes: &[u8], path: &Path) -> Result<StateDict, Ch
         .map_err(|e| fmt(format!("not a safetensors file ({e})")))?;
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| fmt(format!("not a safetensors file ({e})")))?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    if let Some(expected) = metadata.get(CHECKSUM_KEY) {
+        let views = st.tensors();
+        let found = checksum(
+            views
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.dtype(), v.shape(), v.data()))
+                .collect(),
+        );
+        if &found != expected {
+            return Err(CheckpointError::Checksum {
+                path: path.to_path_buf(),
+                expected: expected.clone(),
+                found,
+            });
+        }
+    }
     let mut tensors = Vec::with_capacity(st.len());
     for (name, view) in st.tensors() {
         let kind = kind_of(view.dtype()).ok_or_else(|| {
@@ -90,18 +124,16 @@ pub fn read_safetensors_bytes(bytes: &[u8], path: &Path) -> Result<StateDict, Ch
     }
     // Keep a stable order (the file orders by dtype, then name).
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(StateDict {
-        tensors,
-        metadata: meta.metadata().clone().unwrap_or_default(),
-    })
+    Ok(StateDict { tensors, metadata })
 }
 
-/// Writes `tensors` (moved to the CPU, made contiguous) and `metadata` to a `.safetensors`
-/// file.
+/// Writes `tensors` (moved to the CPU, made contiguous) and `metadata`, plus their checksum
+/// under [`CHECKSUM_KEY`], to a `.safetensors` file, atomically: the file appears complete or
+/// not at all (a failed write, e.g. on a full disk, leaves nothing behind).
 pub fn write_safetensors(
     path: &Path,
     tensors: &[(String, Tensor)],
-    metadata: HashMap<String, String>,
+    mut metadata: HashMap<String, String>,
 ) -> Result<(), CheckpointError> {
     let fmt = |msg: String| CheckpointError::Format {
         path: path.to_path_buf(),
@@ -128,6 +160,20 @@ pub fn write_safetensors(
                 .map_err(|e| fmt(format!("tensor {n}: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    safetensors::serialize_to_file(views, &Some(metadata), path)
-        .map_err(|e| fmt(format!("writing safetensors: {e}")))
+    let sum = checksum(
+        blobs
+            .iter()
+            .map(|(n, d, s, b)| (n.as_str(), *d, s.as_slice(), b.as_slice()))
+            .collect(),
+    );
+    metadata.insert(CHECKSUM_KEY.to_string(), sum);
+    let bytes = safetensors::serialize(views, &Some(metadata))
+        .map_err(|e| fmt(format!("cannot serialise the tensors: {e}")))?;
+    ipt_degrade::files::write_bytes_atomic(path, &bytes).map_err(|e| match e {
+        ipt_degrade::files::AtomicWriteError::Io { source, .. }
+        | ipt_degrade::files::AtomicWriteError::Write { source, .. } => CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
 }
