@@ -51,9 +51,34 @@ enum Command {
     BenchSpeed(dev::speed::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     ipt_model::device::init_cuda();
-    let cli = Cli::parse();
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", report(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error in words, for people: `error: <message>`, then each underlying cause on its own
+/// line unless the message already says it (an OS error is not printed twice). Never a Rust
+/// backtrace, whatever `RUST_BACKTRACE` says: the message names the file, key or tensor.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = format!("error: {e}");
+    let mut said = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !said.contains(&cause) {
+            out += &format!("\n  because: {cause}");
+            said += &cause;
+        }
+    }
+    out
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Doctor(args) => doctor::run(args),
         Command::Restore(args) => restore::run(args),
@@ -65,5 +90,19 @@ fn main() -> anyhow::Result<()> {
         Command::PlotRuns(args) => plot_runs::run(args),
         Command::PlotPoints(args) => plot_points::run(args),
         Command::BenchSpeed(args) => dev::speed::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cause_the_message_already_says_is_not_repeated() {
+        let os = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(os).context("m.pt: No such file");
+        assert_eq!(report(&e), "error: m.pt: No such file");
+        let e = anyhow::anyhow!("disk full").context("writing out.png");
+        assert_eq!(report(&e), "error: writing out.png\n  because: disk full");
     }
 }

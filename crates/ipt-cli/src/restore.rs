@@ -142,7 +142,9 @@ impl Printer<'_> {
                 "note: removed {}, left by an interrupted earlier run",
                 file.display()
             ),
-            Event::Skipped { file, reason } => eprintln!("skipping {}: {reason}", file.display()),
+            Event::Skipped { file, reason } => {
+                eprintln!("skipping {}: {}", file.display(), reason.describe(file))
+            }
             Event::Planned { images, windows } => {
                 let Some(job) = self.job else { return };
                 let (opts, patch) = (&job.spec().options, job.patch());

@@ -64,7 +64,7 @@ pub enum DegradeError {
     #[error("invalid parameter: {0}")]
     Parameter(String),
     /// A folder expected to hold rain-streak layers holds none.
-    #[error("{path}: no rain-streak layers (files named rainstreak-*.png) found")]
+    #[error("{path}: no rain-streak layers found (no image files in the folder)")]
     NoRainLayers {
         /// The folder.
         path: PathBuf,

@@ -66,6 +66,44 @@ pub fn list_images(dir: &Path, depth: Depth) -> Result<Vec<PathBuf>, ListError> 
     Ok(out)
 }
 
+/// Opens `path` for reading if it is a regular file (or a link to one); anything else — a
+/// folder, a named pipe (which would block the reader forever), a socket or a device — is an
+/// `InvalidInput` error that says what it is.
+pub fn open_regular(path: &Path) -> std::io::Result<File> {
+    let kind = std::fs::metadata(path)?.file_type();
+    if kind.is_file() {
+        return File::open(path);
+    }
+    let what = if kind.is_dir() {
+        "a folder"
+    } else {
+        special_kind(&kind)
+    };
+    Err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("not a regular file: it is {what}"),
+    ))
+}
+
+#[cfg(unix)]
+fn special_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if kind.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "not a file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_kind(_: &std::fs::FileType) -> &'static str {
+    "not a file"
+}
+
 /// Errors of [`write_atomic`].
 #[derive(Debug, thiserror::Error)]
 pub enum AtomicWriteError<E: std::fmt::Display + std::fmt::Debug> {
@@ -203,6 +241,33 @@ pub fn write_bytes_atomic(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn only_regular_files_are_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.png");
+        nix_free_mkfifo(&fifo);
+        let e = open_regular(&fifo).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("named pipe"), "{e}");
+        let e = open_regular(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("a folder"), "{e}");
+        let f = dir.path().join("x.png");
+        std::fs::write(&f, b"x").unwrap();
+        assert!(open_regular(&f).is_ok());
+    }
+
+    /// `mkfifo PATH` (the command, so that the library needs no libc binding for a test).
+    #[cfg(unix)]
+    fn nix_free_mkfifo(path: &Path) {
+        let ok = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfifo");
+    }
 
     #[test]
     fn stale_temporaries_of_dead_processes_are_removed_and_others_kept() {

@@ -143,7 +143,7 @@ pub fn read_image_with_options(path: &Path, options: &ReadOptions) -> Result<Ima
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(io_err)?;
+    let file = crate::files::open_regular(path).map_err(io_err)?;
     let len = file.metadata().map_err(io_err)?.len();
     decode(std::io::BufReader::new(file), len, path, options)
 }

@@ -222,8 +222,11 @@ impl Default for RainSource {
 }
 
 impl RainSource {
-    /// Loads every `rainstreak-*` image (PNG, JPEG, BMP, TIFF, WebP) directly inside `dir`, sorted
-    /// by name, as single-channel layers. Errors name the folder or the bad file.
+    /// Loads the streak layers directly inside `dir` (PNG, JPEG, BMP, TIFF, WebP), sorted by
+    /// name, as single-channel layers: the files named `rainstreak-*` when there are any
+    /// (RainTrainL's folders also hold its rainy and clean images), else every image (a folder of
+    /// layers only, such as the rendered Garg–Nayar streaks). Errors name the folder or the bad
+    /// file.
     pub fn from_folder(dir: &Path) -> Result<RainSource, DegradeError> {
         let files = crate::files::list_images(dir, crate::files::Depth::Flat).map_err(|e| {
             DegradeError::Io {
@@ -231,18 +234,25 @@ impl RainSource {
                 source: e.source,
             }
         })?;
-        let mut layers = Vec::new();
-        for path in files {
-            let is_streak = path
-                .file_name()
+        let is_streak = |path: &PathBuf| {
+            path.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("rainstreak"));
-            if !is_streak {
-                continue;
-            }
-            let img = read_image_with(&path, Channels::Gray)?;
+                .is_some_and(|n| n.starts_with("rainstreak"))
+        };
+        let named: Vec<&PathBuf> = files.iter().filter(|p| is_streak(p)).collect();
+        let chosen = if named.is_empty() {
+            files.iter().collect()
+        } else {
+            named
+        };
+        let mut layers = Vec::new();
+        for path in chosen {
+            let img = read_image_with(path, Channels::Gray)?;
             let data = img.index_axis_move(ndarray::Axis(0), 0);
-            layers.push(StreakLayer { path, data });
+            layers.push(StreakLayer {
+                path: path.clone(),
+                data,
+            });
         }
         if layers.is_empty() {
             return Err(DegradeError::NoRainLayers {

@@ -275,9 +275,17 @@ fn rain_layers_from_folder() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains(&empty.path().display().to_string()) && e.contains("rainstreak"),
+        e.contains(&empty.path().display().to_string()) && e.contains("no rain-streak layers"),
         "{e}"
     );
+    // A folder of layers only (any names): every image is a layer.
+    let plain = tempfile::tempdir().unwrap();
+    layer.save(plain.path().join("1-4.png")).unwrap();
+    layer.save(plain.path().join("2-7.png")).unwrap();
+    match RainSource::from_folder(plain.path()).unwrap() {
+        RainSource::Layers(l) => assert_eq!(l.len(), 2),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -180,6 +180,17 @@ pub enum SkipReason {
     },
 }
 
+impl SkipReason {
+    /// The reason in words without the file's name in front (the caller prints it once).
+    pub fn describe(&self, file: &Path) -> String {
+        let text = self.to_string();
+        match text.strip_prefix(&format!("{}: ", file.display())) {
+            Some(rest) => rest.to_string(),
+            None => text,
+        }
+    }
+}
+
 /// The hint after an image over the decoding limits.
 fn too_large_hint(e: &DegradeError) -> &'static str {
     if matches!(e, DegradeError::TooLarge { .. }) {
@@ -591,7 +602,7 @@ impl RestoreJob {
                 file,
                 reason: &reason,
             });
-            skipped.push((file.to_path_buf(), reason.to_string()));
+            skipped.push((file.to_path_buf(), reason.describe(file)));
         };
         // Sizes from the headers: the pixel limit, window totals, and the memory check.
         let mut sizes = Vec::with_capacity(batch.files.len());
@@ -680,7 +691,12 @@ impl RestoreJob {
 /// `(h, w)` from the file's header, checked against the pixel limit (the byte limit depends on
 /// the colour type and is checked when decoding).
 fn header_size(file: &Path, read_opts: &ReadOptions) -> Result<(usize, usize), SkipReason> {
-    let (w, h) = image::image_dimensions(file)?;
+    // Opened as a regular file only: a named pipe would block the header read forever.
+    let opened = ipt_degrade::files::open_regular(file).map_err(image::ImageError::IoError)?;
+    let (w, h) = image::ImageReader::new(std::io::BufReader::new(opened))
+        .with_guessed_format()
+        .map_err(image::ImageError::IoError)?
+        .into_dimensions()?;
     read_opts
         .limits
         .check(file, (w, h), 0)

@@ -1,8 +1,10 @@
 //! How much memory this process may still use: the probe behind the memory check of a restore
 //! job (next to [`crate::device`], the other question about the machine a job runs on).
 //!
-//! The figure is the smaller of `MemAvailable` in `/proc/meminfo` and the room left under a
-//! cgroup v2 `memory.max` (`memory.max − memory.current`), or a limit the user gave instead
+//! The figure is the smallest of `MemAvailable` in `/proc/meminfo`, the room left under a
+//! cgroup v2 `memory.max` (`memory.max − memory.current`) and the room left under the
+//! process's address-space limit (`ulimit -v`: "Max address space" in `/proc/self/limits`
+//! less `VmSize` in `/proc/self/status`), or a limit the user gave instead
 //! ([`MemorySource::Limit`]). Parsing is kept apart from reading the files so that it can be
 //! tested on text.
 
@@ -17,6 +19,8 @@ pub enum MemorySource {
     Cgroup,
     /// `MemAvailable` in `/proc/meminfo`.
     MemInfo,
+    /// The room left under the process's address-space limit (`ulimit -v`).
+    AddressSpace,
 }
 
 impl fmt::Display for MemorySource {
@@ -25,6 +29,7 @@ impl fmt::Display for MemorySource {
             MemorySource::Limit => "--memory-limit",
             MemorySource::Cgroup => "the cgroup memory limit",
             MemorySource::MemInfo => "MemAvailable in /proc/meminfo",
+            MemorySource::AddressSpace => "the process's address-space limit (ulimit -v)",
         })
     }
 }
@@ -49,13 +54,28 @@ impl MemoryBudget {
 
     /// The smaller of `MemAvailable` and the cgroup room, whichever are known.
     pub fn smaller_of(meminfo: Option<u64>, cgroup: Option<u64>) -> Option<Self> {
-        let budget = |bytes, source| Some(MemoryBudget { bytes, source });
-        match (meminfo, cgroup) {
-            (Some(m), Some(c)) if c < m => budget(c, MemorySource::Cgroup),
-            (Some(m), _) => budget(m, MemorySource::MemInfo),
-            (None, Some(c)) => budget(c, MemorySource::Cgroup),
-            (None, None) => None,
-        }
+        Self::smallest([
+            (meminfo, MemorySource::MemInfo),
+            (cgroup, MemorySource::Cgroup),
+        ])
+    }
+
+    /// The smallest of the known figures (the first of equal ones), `None` if none is known.
+    pub fn smallest(
+        figures: impl IntoIterator<Item = (Option<u64>, MemorySource)>,
+    ) -> Option<Self> {
+        figures
+            .into_iter()
+            .filter_map(|(bytes, source)| {
+                Some(MemoryBudget {
+                    bytes: bytes?,
+                    source,
+                })
+            })
+            .fold(None, |best: Option<Self>, b| match best {
+                Some(x) if x.bytes <= b.bytes => Some(x),
+                _ => Some(b),
+            })
     }
 }
 
@@ -72,16 +92,49 @@ pub fn parse_mem_available(meminfo: &str) -> Option<u64> {
     })
 }
 
-/// Memory this process may still use (see the module docs); `None` if neither `/proc/meminfo`
-/// nor the cgroup files can be read.
-pub fn available_memory() -> Option<MemoryBudget> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo")
+/// The soft "Max address space" limit (bytes) from the text of `/proc/self/limits`; `None` when
+/// unlimited or absent.
+pub fn parse_address_space_limit(limits: &str) -> Option<u64> {
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))?;
+    line["Max address space".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
         .ok()
-        .and_then(|t| parse_mem_available(&t));
-    let read = |p: &str| std::fs::read_to_string(p).ok()?.trim().parse::<u64>().ok();
+}
+
+/// `VmSize` (bytes: the process's current address space) from the text of
+/// `/proc/self/status`.
+pub fn parse_vm_size(status: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix("VmSize:")?;
+        let mut parts = rest.split_whitespace();
+        let value: u64 = parts.next()?.parse().ok()?;
+        (parts.next() == Some("kB")).then_some(value * 1024)
+    })
+}
+
+/// Memory this process may still use (see the module docs); `None` if none of `/proc/meminfo`,
+/// the cgroup files and the process limits can be read.
+pub fn available_memory() -> Option<MemoryBudget> {
+    let text = |p: &str| std::fs::read_to_string(p).ok();
+    let meminfo = text("/proc/meminfo").and_then(|t| parse_mem_available(&t));
+    let read = |p: &str| text(p)?.trim().parse::<u64>().ok();
     let cgroup = read("/sys/fs/cgroup/memory.max")
         .map(|max| max.saturating_sub(read("/sys/fs/cgroup/memory.current").unwrap_or(0)));
-    MemoryBudget::smaller_of(meminfo, cgroup)
+    let address_space = text("/proc/self/limits")
+        .and_then(|t| parse_address_space_limit(&t))
+        .map(|limit| {
+            let used = text("/proc/self/status").and_then(|t| parse_vm_size(&t));
+            limit.saturating_sub(used.unwrap_or(0))
+        });
+    MemoryBudget::smallest([
+        (meminfo, MemorySource::MemInfo),
+        (cgroup, MemorySource::Cgroup),
+        (address_space, MemorySource::AddressSpace),
+    ])
 }
 
 #[cfg(test)]
@@ -93,6 +146,25 @@ mod tests {
         let text = "MemTotal:       24683584 kB\nMemFree:  100 kB\nMemAvailable:   23587484 kB\n";
         assert_eq!(parse_mem_available(text), Some(23587484 * 1024));
         assert_eq!(parse_mem_available("MemTotal: 5 kB\n"), None);
+    }
+
+    #[test]
+    fn address_space_limit_and_size_parse() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max cpu time              unlimited            unlimited            seconds   \n\
+                      Max address space         3072000000           unlimited            bytes     \n";
+        assert_eq!(parse_address_space_limit(limits), Some(3_072_000_000));
+        let unlimited = limits.replace("3072000000 ", "unlimited  ");
+        assert_eq!(parse_address_space_limit(&unlimited), None);
+        let status = "Name:\tipt\nVmPeak:\t  2000 kB\nVmSize:\t  1500 kB\n";
+        assert_eq!(parse_vm_size(status), Some(1500 * 1024));
+        let b = MemoryBudget::smallest([
+            (Some(10), MemorySource::MemInfo),
+            (None, MemorySource::Cgroup),
+            (Some(4), MemorySource::AddressSpace),
+        ])
+        .unwrap();
+        assert_eq!((b.bytes, b.source), (4, MemorySource::AddressSpace));
     }
 
     #[test]

@@ -54,7 +54,7 @@ impl StateDict {
 /// told apart by content. Legacy (pre-1.6) PyTorch files are refused with instructions.
 pub fn read_state_dict(path: &Path) -> Result<StateDict, CheckpointError> {
     let mut head = [0u8; 16];
-    let n = std::fs::File::open(path)
+    let n = ipt_degrade::files::open_regular(path)
         .and_then(|mut f| f.read(&mut head))
         .map_err(|source| CheckpointError::Io {
             path: path.to_path_buf(),

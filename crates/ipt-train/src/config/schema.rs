@@ -179,8 +179,8 @@ pub struct DataSection {
     /// `repeat` items next to each other, and a worker decodes the image once for them
     /// (decoding dominates the data pipeline). Must divide `repeat`. Default 1.
     pub crops_per_image: usize,
-    /// Optional folder of RainTrainL `rainstreak-*.png` layers used for the derain task in
-    /// pre-training. Default: ipt-degrade's procedural (non-official) streaks.
+    /// Optional folder of rain-streak layers used for the derain task in pre-training: its
+    /// `rainstreak-*` images (RainTrainL), or every image when none has that name. Default: ipt-degrade's procedural (non-official) streaks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rain_streaks: Option<PathBuf>,
     /// Random flips and transposes of each crop. Default: off for pre-training (as the official
