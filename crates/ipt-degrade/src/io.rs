@@ -148,6 +148,49 @@ pub fn read_image_with_options(path: &Path, options: &ReadOptions) -> Result<Ima
     decode(std::io::BufReader::new(file), len, path, options)
 }
 
+/// Width and height from an image file's header, without decoding its pixels: only regular
+/// files are opened, the format is told from the content, and a PNG's compressed metadata
+/// chunks are checked first ([`crate::png_metadata`]), so a header read is as bounded as a
+/// decode.
+pub fn read_header_size(path: &Path) -> Result<(u32, u32), DegradeError> {
+    let io_err = |source| DegradeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = crate::files::open_regular(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    let mut reader = std::io::BufReader::new(file);
+    let format = ImageReader::new(&mut reader)
+        .with_guessed_format()
+        .map_err(io_err)?
+        .format();
+    if format == Some(image::ImageFormat::Png) {
+        if let Err(reason) = crate::png_metadata::check(&mut reader, len).map_err(io_err)? {
+            return Err(DegradeError::Decode {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
+    }
+    reader.rewind().map_err(io_err)?;
+    let mut image_reader = ImageReader::new(reader);
+    match format {
+        Some(f) => image_reader.set_format(f),
+        None => {
+            return Err(DegradeError::Decode {
+                path: path.to_path_buf(),
+                reason: "unknown or unsupported image format (content is not PNG, JPEG, BMP, \
+                         TIFF or WebP)"
+                    .into(),
+            })
+        }
+    }
+    guarded(path, || image_reader.into_dimensions())?.map_err(|e| DegradeError::Decode {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
 /// Decodes an image held in memory (same formats, conversions and limits as
 /// [`read_image_with_options`]). `name` only labels errors.
 pub fn decode_image_bytes(
@@ -258,6 +301,14 @@ fn decode<R: BufRead + Seek>(
                 path: path.to_path_buf(),
                 reason: "truncated JPEG (no end-of-image marker)".into(),
             })
+        }
+        Some(image::ImageFormat::Png) => {
+            if let Err(reason) = crate::png_metadata::check(&mut reader, len).map_err(io_err)? {
+                return Err(DegradeError::Decode {
+                    path: path.to_path_buf(),
+                    reason,
+                });
+            }
         }
         Some(_) => {}
     }

@@ -28,6 +28,7 @@ pub mod error;
 pub mod files;
 pub mod io;
 pub mod noise;
+pub mod png_metadata;
 pub mod quantize;
 pub mod rain;
 pub mod resize;

@@ -345,3 +345,50 @@ fn every_colour_type_and_format_is_limited() {
         }
     }
 }
+
+/// `png` with a chunk inserted after IHDR (CRC computed).
+fn png_with_chunk(png: &[u8], kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut chunk = (data.len() as u32).to_be_bytes().to_vec();
+    chunk.extend_from_slice(kind);
+    chunk.extend_from_slice(data);
+    let crc = crc32fast::hash(&chunk[4..]);
+    chunk.extend_from_slice(&crc.to_be_bytes());
+    let mut out = png[..33].to_vec();
+    out.extend(chunk);
+    out.extend_from_slice(&png[33..]);
+    out
+}
+
+#[test]
+fn an_icc_profile_that_inflates_to_512_mib_is_refused_without_taking_it() {
+    let _serial = MEASURE.lock().unwrap();
+    // 512 MiB of zeros deflate to about 512 KB (the variant of the review's 2 GiB probe)
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..512 {
+        std::io::Write::write_all(&mut z, &zeros).unwrap();
+    }
+    let stream = z.finish().unwrap();
+    let png = encoded(&small_rgb(), image::ImageFormat::Png);
+    let bomb = png_with_chunk(&png, b"iCCP", &[b"bomb\0\0".as_slice(), &stream].concat());
+    let (result, peak) = peak_allocation(|| {
+        ipt_degrade::io::decode_image_bytes(&bomb, Path::new("icc.png"), &ReadOptions::default())
+    });
+    let msg = result.unwrap_err().to_string();
+    assert!(
+        msg.contains("icc.png") && msg.contains("iCCP") && msg.contains("16 MiB"),
+        "{msg}"
+    );
+    assert!(peak < 32 << 20, "peak allocation {peak} bytes");
+    // A real-sized profile (64 KB) is still read.
+    let small = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    let mut small = small;
+    std::io::Write::write_all(&mut small, &zeros[..64 << 10]).unwrap();
+    let ok = png_with_chunk(
+        &png,
+        b"iCCP",
+        &[b"ok\0\0".as_slice(), &small.finish().unwrap()].concat(),
+    );
+    ipt_degrade::io::decode_image_bytes(&ok, Path::new("ok.png"), &ReadOptions::default())
+        .expect("a normal profile decodes");
+}

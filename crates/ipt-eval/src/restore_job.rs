@@ -154,9 +154,6 @@ impl MemoryNeed {
 /// Why one input was skipped (the others are still restored).
 #[derive(Debug, thiserror::Error)]
 pub enum SkipReason {
-    /// The header could not be read.
-    #[error("{0}")]
-    Header(#[from] image::ImageError),
     /// Over the pixel limit, or not decodable.
     #[error("{}{}", .0, too_large_hint(.0))]
     Decode(DegradeError),
@@ -691,12 +688,7 @@ impl RestoreJob {
 /// `(h, w)` from the file's header, checked against the pixel limit (the byte limit depends on
 /// the colour type and is checked when decoding).
 fn header_size(file: &Path, read_opts: &ReadOptions) -> Result<(usize, usize), SkipReason> {
-    // Opened as a regular file only: a named pipe would block the header read forever.
-    let opened = ipt_degrade::files::open_regular(file).map_err(image::ImageError::IoError)?;
-    let (w, h) = image::ImageReader::new(std::io::BufReader::new(opened))
-        .with_guessed_format()
-        .map_err(image::ImageError::IoError)?
-        .into_dimensions()?;
+    let (w, h) = ipt_degrade::io::read_header_size(file).map_err(SkipReason::Decode)?;
     read_opts
         .limits
         .check(file, (w, h), 0)
