@@ -125,8 +125,10 @@ pub struct DenoiseArgs {
     /// Sets, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "CBSD68,Urban100")]
     sets: Vec<String>,
-    /// Noise levels (0-255 scale), comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "30,50")]
+    /// Noise levels (0-255 scale, 1 to 255), comma separated. σ = 0 would compare an image with
+    /// itself (PSNR infinite) and is refused.
+    #[arg(long, value_delimiter = ',', default_value = "30,50",
+          value_parser = clap::value_parser!(u32).range(1..=255))]
     sigmas: Vec<u32>,
     /// Base seed of the per-image noise (see docs/benchmarks.md).
     #[arg(long, default_value_t = DEFAULT_NOISE_SEED)]

@@ -163,3 +163,16 @@ fn an_image_beyond_the_address_space_limit_is_refused_before_decoding() {
         "the file is named once"
     );
 }
+
+#[test]
+fn a_zero_noise_level_is_refused_instead_of_scoring_infinity() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ipt_in(
+        dir.path(),
+        "",
+        &["bench-denoise", "--model", "identity", "--sigmas", "0"],
+    );
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("--sigmas") && e.contains("1..=255"), "{e}");
+}

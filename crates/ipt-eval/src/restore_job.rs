@@ -429,7 +429,10 @@ pub fn output_paths(files: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>, Resto
         let stem = f
             .file_stem()
             .ok_or_else(|| RestoreJobError::NoFileName(f.clone()))?;
-        let o = out.join(stem).with_extension("png");
+        // `photo.v1.png` → `photo.v1.png`, not `photo.png` (with_extension would drop `.v1`)
+        let mut name = stem.to_os_string();
+        name.push(".png");
+        let o = out.join(name);
         if let Some(prev) = seen.insert(o.clone(), f) {
             return Err(RestoreJobError::SameOutput {
                 first: prev.to_path_buf(),
@@ -699,6 +702,20 @@ fn header_size(file: &Path, read_opts: &ReadOptions) -> Result<(usize, usize), S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_names_keep_every_dot_of_the_stem() {
+        let out = Path::new("out");
+        let got = output_paths(
+            &[
+                PathBuf::from("in/photo.v1.png"),
+                PathBuf::from("in/photo.jpg"),
+            ],
+            out,
+        )
+        .unwrap();
+        assert_eq!(got, vec![out.join("photo.v1.png"), out.join("photo.png")]);
+    }
 
     #[test]
     fn memory_check_and_sizes() {

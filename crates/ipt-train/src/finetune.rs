@@ -79,9 +79,18 @@ pub fn read_pretrained(
             .any(|(t, &s)| t.scale() != s)
     {
         return Err(mismatch(format!(
-            "tasks {:?} do not match the checkpoint's scales {:?}",
-            tasks.iter().map(|t| t.name()).collect::<Vec<_>>(),
-            config.scales
+            "tasks {} do not match the checkpoint's scales {}",
+            tasks
+                .iter()
+                .map(|t| t.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            config
+                .scales
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     if !tasks.contains(&task) {

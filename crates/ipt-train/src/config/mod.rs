@@ -46,7 +46,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// TOML syntax error or a key with a wrong name, type or value.
-    #[error("{path}:{line}:{column}: key `{key}`: {message}")]
+    #[error("{path}:{line}:{column}: {}{message}", key_prefix(key))]
     Parse {
         /// The config file.
         path: PathBuf,
@@ -90,6 +90,15 @@ pub enum Mode {
     Pretrain,
     /// `ipt finetune`.
     Finetune,
+}
+
+/// `key `k`: ` before a parse error's message, nothing for a syntax error outside any key.
+fn key_prefix(key: &str) -> String {
+    if key == "." || key.is_empty() {
+        String::new()
+    } else {
+        format!("key `{key}`: ")
+    }
 }
 
 impl ExperimentConfig {

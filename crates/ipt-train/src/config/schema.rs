@@ -430,13 +430,50 @@ impl Default for ValidationSection {
 }
 
 /// `validation.size`: an LR side in pixels, or `"whole"` images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum ValidationSize {
     /// Square crops (procedural images of this side, or centre crops of `side·scale`).
     Crop(usize),
     /// Whole images with the benchmark protocols (needs `validation.path`).
     Whole(WholeImages),
+}
+
+impl<'de> Deserialize<'de> for ValidationSize {
+    /// A non-negative integer or the word `"whole"`; anything else is an error that says so
+    /// (serde's untagged enums only say "data did not match any variant").
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ValidationSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a crop side in pixels (e.g. 64) or \"whole\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ValidationSize, E> {
+                usize::try_from(v)
+                    .map(ValidationSize::Crop)
+                    .map_err(|_| E::custom(format!("{v} pixels is too large")))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ValidationSize, E> {
+                u64::try_from(v)
+                    .map_err(|_| {
+                        E::custom(format!(
+                            "{v}: expected a crop side in pixels (e.g. 64) or \"whole\""
+                        ))
+                    })
+                    .and_then(|v| self.visit_u64(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ValidationSize, E> {
+                match v {
+                    "whole" => Ok(ValidationSize::Whole(WholeImages::Whole)),
+                    other => Err(E::custom(format!(
+                        "\"{other}\": expected a crop side in pixels (e.g. 64) or \"whole\""
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// The word `"whole"` of [`ValidationSize::Whole`].

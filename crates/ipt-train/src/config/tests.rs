@@ -271,3 +271,27 @@ fn every_number_has_a_range_and_names_stay_inside_runs() {
     .unwrap();
     assert_eq!(c.runtime.threads, Some(MAX_THREADS));
 }
+
+#[test]
+fn syntax_errors_and_validation_sizes_are_said_in_words() {
+    let e = parse("name = \"x\"\n[optim\nlr = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("test.toml:2:") && !e.contains("key `.`"),
+        "{e}"
+    );
+    for bad in ["\"big\"", "-3"] {
+        let e = parse(&format!("[validation]\nsize = {bad}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("validation.size") && e.contains("\"whole\"") && !e.contains("untagged"),
+            "{e}"
+        );
+    }
+    let c = parse("[validation]\nsize = 32\n").unwrap();
+    assert_eq!(c.validation.size, ValidationSize::Crop(32));
+    let c = parse("[validation]\nsize = \"whole\"\npath = \"x\"\n").unwrap();
+    assert_eq!(c.validation.size, ValidationSize::Whole(WholeImages::Whole));
+}
