@@ -419,7 +419,13 @@ impl Pipeline {
                                 cached = Some((plan.epoch, f.sampler.epoch_order(plan.epoch)));
                             }
                             let order = cached.as_ref().map(|c| c.1.as_slice()).unwrap_or(&[]);
-                            let result = f.build(&plan, order);
+                            let result =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    f.build(&plan, order)
+                                }))
+                                .unwrap_or_else(|payload| {
+                                    Err(worker_failure(index, payload.as_ref()))
+                                });
                             if tx.send((index, result)).is_err() {
                                 return;
                             }
@@ -462,6 +468,48 @@ impl Pipeline {
         }
         self.shared.cv.notify_all();
         result
+    }
+}
+
+/// The error for a data worker that panicked while building batch `index`: the panic's
+/// message, and a hint at the sizes when it is about memory (an allocation too large, a
+/// capacity overflow), so the run ends with what happened instead of "all data workers exited".
+fn worker_failure(index: u64, payload: &(dyn std::any::Any + Send)) -> DataError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "an unknown error".into());
+    let lower = message.to_lowercase();
+    let memory = ["alloc", "memory", "capacity overflow"]
+        .iter()
+        .any(|w| lower.contains(w));
+    let hint = if memory {
+        " (out of memory building the batch: lower optim.batch_size, data.patch or data.workers)"
+    } else {
+        ""
+    };
+    DataError::Worker(format!("building batch {index} failed: {message}{hint}"))
+}
+
+#[cfg(test)]
+mod worker_failure_tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_about_memory_says_memory_and_the_knobs() {
+        let payload: Box<dyn std::any::Any + Send> = Box::new("capacity overflow".to_string());
+        let e = worker_failure(7, payload.as_ref()).to_string();
+        assert!(
+            e.contains("batch 7") && e.contains("out of memory") && e.contains("optim.batch_size"),
+            "{e}"
+        );
+        let payload: Box<dyn std::any::Any + Send> = Box::new("index out of bounds");
+        let e = worker_failure(1, payload.as_ref()).to_string();
+        assert!(
+            e.contains("index out of bounds") && !e.contains("memory"),
+            "{e}"
+        );
     }
 }
 
