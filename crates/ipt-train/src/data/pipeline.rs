@@ -492,6 +492,19 @@ fn worker_failure(index: u64, payload: &(dyn std::any::Any + Send)) -> DataError
     DataError::Worker(format!("building batch {index} failed: {message}{hint}"))
 }
 
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.cv.notify_all();
+        // Unblock senders: dropping the receiver makes `send` fail.
+        let rx = std::mem::replace(&mut self.rx, channel().1);
+        drop(rx);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod worker_failure_tests {
     use super::*;
@@ -510,18 +523,5 @@ mod worker_failure_tests {
             e.contains("index out of bounds") && !e.contains("memory"),
             "{e}"
         );
-    }
-}
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        self.shared.cv.notify_all();
-        // Unblock senders: dropping the receiver makes `send` fail.
-        let rx = std::mem::replace(&mut self.rx, channel().1);
-        drop(rx);
-        for h in self.handles.drain(..) {
-            let _ = h.join();
-        }
     }
 }
