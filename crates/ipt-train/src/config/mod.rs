@@ -69,6 +69,21 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A folder or file named by the config exists but is of the other kind (a file where a
+    /// folder is expected, or the reverse, or a pipe or device).
+    #[error("{path}: key `{key}`: {what} {found} is not a {expected}; change `{key}`")]
+    WrongKind {
+        /// The config file.
+        path: PathBuf,
+        /// Dotted key path to change.
+        key: String,
+        /// What the path should hold.
+        what: String,
+        /// The path found.
+        found: PathBuf,
+        /// "folder" or "file".
+        expected: &'static str,
+    },
     /// A folder or file named by the config does not exist.
     #[error("{path}: key `{key}`: {what} {missing} does not exist; change `{key}` or put the data there")]
     MissingPath {

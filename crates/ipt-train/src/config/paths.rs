@@ -169,8 +169,8 @@ impl ConfigPaths {
         .flatten()
     }
 
-    /// Errors naming the first path that does not exist (a folder where one is expected, else
-    /// a file).
+    /// Errors naming the first path that does not exist, or exists as the wrong kind (a folder
+    /// where one is expected, else a regular file).
     pub fn check(&self, file: &Path) -> Result<(), ConfigError> {
         for p in self.all() {
             let ok = if p.dir {
@@ -178,6 +178,15 @@ impl ConfigPaths {
             } else {
                 p.path.is_file()
             };
+            if !ok && p.path.exists() {
+                return Err(ConfigError::WrongKind {
+                    path: file.to_path_buf(),
+                    key: p.key.to_string(),
+                    what: p.what.to_string(),
+                    found: p.path.clone(),
+                    expected: if p.dir { "folder" } else { "regular file" },
+                });
+            }
             if !ok {
                 return Err(ConfigError::MissingPath {
                     path: file.to_path_buf(),

@@ -82,6 +82,21 @@ fn folder_source_needs_a_path_and_missing_path_fails() {
         msg.contains("/nonexistent/imagenet") && msg.contains("data.path"),
         "{msg}"
     );
+    // An existing file where a folder is expected is said to be one, not called missing.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let c = parse(&format!(
+        "[data]\nsource = \"folder\"\npath = \"{}\"\n",
+        file.path().display()
+    ))
+    .unwrap();
+    let msg = c
+        .check_paths(&DataRoots::default(), Path::new("x.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("is not a folder") && !msg.contains("does not exist"),
+        "{msg}"
+    );
 }
 
 #[test]
