@@ -369,3 +369,31 @@ fn non_finite_weights_are_neither_read_nor_written() {
         "{e:?}"
     );
 }
+
+#[test]
+fn a_tensor_whose_shape_does_not_fit_its_bytes_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = saved_tiny(dir.path());
+    let bad = dir.path().join("shape.safetensors");
+    let key = "head.0.0.weight";
+    with_header(&good, &bad, |h| {
+        let mut shape = h[key]["shape"].clone();
+        shape[0] = (shape[0].as_u64().unwrap() * 2).into();
+        h[key]["shape"] = shape;
+    });
+    let msg = checkpoint::read_state_dict(&bad).unwrap_err().to_string();
+    assert!(
+        msg.contains("shape.safetensors") && msg.contains(key) && msg.contains("needs"),
+        "{msg}"
+    );
+    assert!(!msg.contains("TensorInvalidInfo"), "{msg}");
+    // Truncated: said in words.
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let msg = checkpoint::read_state_dict(&cut).unwrap_err().to_string();
+    assert!(
+        msg.contains("cut.safetensors") && msg.contains("truncated"),
+        "{msg}"
+    );
+}

@@ -62,6 +62,81 @@ fn dtype_of(kind: Kind) -> Option<Dtype> {
     })
 }
 
+/// A safetensors reader error in words, naming the tensor where the crate's error does not
+/// (its `TensorInvalidInfo` carries no name: the header is read again here to find it).
+fn describe(e: &safetensors::SafeTensorError, bytes: &[u8]) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::InvalidHeader | E::InvalidHeaderStart | E::InvalidHeaderDeserialization | E::JsonError(_) => {
+            "not a safetensors file: its header is not the JSON table of tensors it must start with"
+                .into()
+        }
+        E::HeaderTooLarge => "not a usable safetensors file: its header claims more than 100 MB".into(),
+        E::HeaderTooSmall | E::InvalidHeaderLength => {
+            "not a safetensors file: too short, or its header length points past the end of the file"
+                .into()
+        }
+        E::MetadataIncompleteBuffer => {
+            "the file is truncated or padded: the tensors the header lists do not cover its data \
+             exactly"
+                .into()
+        }
+        E::InvalidOffset(name) => {
+            format!("tensor {name}: its data offsets lie outside the file or overlap another tensor")
+        }
+        E::TensorInvalidInfo | E::ValidationOverflow => match inconsistent_tensor(bytes) {
+            Some((name, why)) => format!("tensor {name}: {why}"),
+            None => "a tensor's shape, dtype and data size disagree".into(),
+        },
+        E::TensorNotFound(name) => format!("tensor {name} is not in the file"),
+        E::InvalidTensorView(dtype, shape, size) => format!(
+            "a tensor of dtype {dtype:?} and shape {shape:?} cannot hold {size} bytes"
+        ),
+        E::IoError(io) => io.to_string(),
+    }
+}
+
+/// The first tensor (in header order) whose byte range does not match its shape and dtype, and
+/// why, read from the header's JSON.
+fn inconsistent_tensor(bytes: &[u8]) -> Option<(String, String)> {
+    let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header: serde_json::Value =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    for (name, info) in header.as_object()? {
+        if name == "__metadata__" {
+            continue;
+        }
+        let size = match info["dtype"].as_str()? {
+            "F64" | "I64" | "U64" => 8u128,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            _ => 1,
+        };
+        let shape: Vec<u128> = info["shape"]
+            .as_array()?
+            .iter()
+            .map(|d| d.as_u64().map(u128::from))
+            .collect::<Option<_>>()?;
+        let offsets = info["data_offsets"].as_array()?;
+        let (begin, end) = (offsets.first()?.as_u64()?, offsets.get(1)?.as_u64()?);
+        let need = shape.iter().try_fold(size, |acc, &d| acc.checked_mul(d));
+        let have = u128::from(end.saturating_sub(begin));
+        if end < begin || need != Some(have) {
+            let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+            return Some((
+                name.clone(),
+                format!(
+                    "shape {} of {} needs {} bytes, but its data offsets {begin}..{end} hold {have}",
+                    dims.join("×"),
+                    info["dtype"].as_str()?,
+                    need.map_or("more than can be counted".to_string(), |n| n.to_string()),
+                ),
+            ));
+        }
+    }
+    None
+}
+
 /// Reads every tensor and the metadata of a `.safetensors` file.
 pub fn read_safetensors(path: &Path) -> Result<StateDict, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
@@ -77,10 +152,8 @@ pub fn read_safetensors_bytes(bytes: &[u8], path: &Path) -> Result<StateDict, Ch
         path: path.to_path_buf(),
         msg,
     };
-    let (_, meta) = SafeTensors::read_metadata(bytes)
-        .map_err(|e| fmt(format!("not a safetensors file ({e})")))?;
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| fmt(format!("not a safetensors file ({e})")))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| fmt(describe(&e, bytes)))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| fmt(describe(&e, bytes)))?;
     let metadata = meta.metadata().clone().unwrap_or_default();
     if let Some(expected) = metadata.get(CHECKSUM_KEY) {
         let views = st.tensors();
