@@ -160,31 +160,9 @@ pub fn read_header_size(path: &Path) -> Result<(u32, u32), DegradeError> {
     let file = crate::files::open_regular(path).map_err(io_err)?;
     let len = file.metadata().map_err(io_err)?.len();
     let mut reader = std::io::BufReader::new(file);
-    let format = ImageReader::new(&mut reader)
-        .with_guessed_format()
-        .map_err(io_err)?
-        .format();
-    if format == Some(image::ImageFormat::Png) {
-        if let Err(reason) = crate::png_metadata::check(&mut reader, len).map_err(io_err)? {
-            return Err(DegradeError::Decode {
-                path: path.to_path_buf(),
-                reason,
-            });
-        }
-    }
-    reader.rewind().map_err(io_err)?;
+    let format = checked_format(&mut reader, len, path)?;
     let mut image_reader = ImageReader::new(reader);
-    match format {
-        Some(f) => image_reader.set_format(f),
-        None => {
-            return Err(DegradeError::Decode {
-                path: path.to_path_buf(),
-                reason: "unknown or unsupported image format (content is not PNG, JPEG, BMP, \
-                         TIFF or WebP)"
-                    .into(),
-            })
-        }
-    }
+    image_reader.set_format(format);
     guarded(path, || image_reader.into_dimensions())?.map_err(|e| DegradeError::Decode {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -259,6 +237,41 @@ fn planes<T: Copy>(
     img
 }
 
+/// The format of an image told from its content (unknown formats refused), with a PNG's
+/// compressed metadata chunks checked ([`crate::png_metadata`]); the reader is rewound.
+fn checked_format<R: BufRead + Seek>(
+    reader: &mut R,
+    len: u64,
+    path: &Path,
+) -> Result<image::ImageFormat, DegradeError> {
+    let io_err = |source| DegradeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let decode_error = |reason: String| DegradeError::Decode {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let format = ImageReader::new(&mut *reader)
+        .with_guessed_format()
+        .map_err(io_err)?
+        .format()
+        .ok_or_else(|| {
+            decode_error(
+                "unknown or unsupported image format (content is not PNG, JPEG, BMP, TIFF or \
+                 WebP)"
+                    .into(),
+            )
+        })?;
+    if format == image::ImageFormat::Png {
+        crate::png_metadata::check(reader, len)
+            .map_err(io_err)?
+            .map_err(decode_error)?;
+    }
+    reader.rewind().map_err(io_err)?;
+    Ok(format)
+}
+
 /// Decodes `reader` (`len` bytes long) within the limits: the header is read first, and the
 /// size it claims is checked before any pixel buffer is allocated.
 fn decode<R: BufRead + Seek>(
@@ -281,42 +294,18 @@ fn decode<R: BufRead + Seek>(
             reason: "file is empty (0 bytes)".into(),
         });
     }
-    let format = ImageReader::new(&mut reader)
-        .with_guessed_format()
-        .map_err(io_err)?
-        .format();
-    match format {
-        None => {
-            return Err(DegradeError::Decode {
-                path: path.to_path_buf(),
-                reason: "unknown or unsupported image format (content is not PNG, JPEG, BMP, \
-                         TIFF or WebP)"
-                    .into(),
-            })
-        }
-        Some(image::ImageFormat::Jpeg)
-            if !jpeg_has_end_marker(&mut reader, len).map_err(io_err)? =>
-        {
-            return Err(DegradeError::Decode {
-                path: path.to_path_buf(),
-                reason: "truncated JPEG (no end-of-image marker)".into(),
-            })
-        }
-        Some(image::ImageFormat::Png) => {
-            if let Err(reason) = crate::png_metadata::check(&mut reader, len).map_err(io_err)? {
-                return Err(DegradeError::Decode {
-                    path: path.to_path_buf(),
-                    reason,
-                });
-            }
-        }
-        Some(_) => {}
+    let format = checked_format(&mut reader, len, path)?;
+    if format == image::ImageFormat::Jpeg
+        && !jpeg_has_end_marker(&mut reader, len).map_err(io_err)?
+    {
+        return Err(DegradeError::Decode {
+            path: path.to_path_buf(),
+            reason: "truncated JPEG (no end-of-image marker)".into(),
+        });
     }
     reader.rewind().map_err(io_err)?;
     let mut reader = ImageReader::new(reader);
-    if let Some(f) = format {
-        reader.set_format(f);
-    }
+    reader.set_format(format);
     // The decoders' budget: the pixels (checked below from the header) plus their working
     // buffers (metadata chunks, TIFF strips, …).
     let mut decoder_limits = image::Limits::default();
