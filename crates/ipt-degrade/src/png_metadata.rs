@@ -1,8 +1,9 @@
 //! PNG metadata chunks that inflate (`iCCP`, `zTXt`, compressed `iTXt`), checked before the PNG
 //! decoder sees them: each may inflate to at most [`MAX_INFLATED_CHUNK`] bytes. The decoder
 //! inflates them whole and its budget is sized for pixels, so a 2 MB file whose ICC profile
-//! inflates to 2 GiB used to take 2 GiB of memory (PNG spec §11.3.3.3 iCCP, §11.3.4.4 zTXt,
-//! §11.3.4.5 iTXt: a keyword, a NUL, a compression method, then zlib data).
+//! inflates to 2 GiB used to take 2 GiB of memory (W3C PNG Specification, 3rd edition, sections
+//! 11.3.3.3 iCCP, 11.3.4.4 zTXt and 11.3.4.5 iTXt: a keyword, a NUL, a compression method, then
+//! zlib data).
 
 use std::io::{BufRead, Read, Seek, SeekFrom};
 

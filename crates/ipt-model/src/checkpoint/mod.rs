@@ -64,7 +64,7 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict, CheckpointError> {
         Format::PyTorch => pytorch::read_pt(path)?,
         Format::Safetensors => safetensors_file::read_safetensors(path)?,
     };
-    check_finite(&sd, path)?;
+    check_finite(&sd.tensors, path)?;
     Ok(sd)
 }
 
@@ -74,14 +74,14 @@ pub fn read_state_dict_bytes(bytes: &[u8], name: &Path) -> Result<StateDict, Che
         Format::PyTorch => pytorch::read_pt_bytes(bytes, name)?,
         Format::Safetensors => safetensors_file::read_safetensors_bytes(bytes, name)?,
     };
-    check_finite(&sd, name)?;
+    check_finite(&sd.tensors, name)?;
     Ok(sd)
 }
 
-/// Refuses a state dict with a NaN or infinite value in any floating-point tensor, naming the
+/// Refuses named tensors with a NaN or infinite value in any floating-point one, naming the
 /// first such tensor (in name order) and how many of its values are bad.
-pub fn check_finite(sd: &StateDict, path: &Path) -> Result<(), CheckpointError> {
-    let mut sorted: Vec<&(String, Tensor)> = sd.tensors.iter().collect();
+pub fn check_finite(tensors: &[(String, Tensor)], path: &Path) -> Result<(), CheckpointError> {
+    let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, t) in sorted {
         if !t.is_floating_point() || t.numel() == 0 {
@@ -185,19 +185,13 @@ pub fn copy_into(vs: &nn::VarStore, sd: &StateDict, path: &Path) -> Result<(), C
     // A weight must be stored as floats and an integer buffer as integers: casting integers
     // into a weight (or floats into an index) would give a model that runs and restores garbage.
     for (k, v) in &vars {
-        let (src, dst) = (file[k.as_str()].kind(), v.kind());
-        let float = |k: tch::Kind| {
-            matches!(
-                k,
-                tch::Kind::Float | tch::Kind::Double | tch::Kind::Half | tch::Kind::BFloat16
-            )
-        };
-        if float(src) != float(dst) {
+        let src = file[k.as_str()];
+        if src.is_floating_point() != v.is_floating_point() {
             return Err(CheckpointError::WrongKind {
                 path: path.to_path_buf(),
                 tensor: k.clone(),
-                found: kind_name(src),
-                expected: if float(dst) {
+                found: kind_name(src.kind()),
+                expected: if v.is_floating_point() {
                     "a floating-point type (float32, float64, float16 or bfloat16)"
                 } else {
                     "an integer type"
@@ -260,16 +254,7 @@ pub fn save(path: &Path, vs: &nn::VarStore, config: &IptConfig) -> Result<(), Ch
     }
     let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    check_finite(
-        &StateDict {
-            tensors: tensors
-                .iter()
-                .map(|(k, t)| (k.clone(), t.shallow_clone()))
-                .collect(),
-            metadata: HashMap::new(),
-        },
-        path,
-    )?;
+    check_finite(&tensors, path)?;
     let json = serde_json::to_string(config).map_err(|e| CheckpointError::Format {
         path: path.to_path_buf(),
         msg: format!("serialising the config: {e}"),

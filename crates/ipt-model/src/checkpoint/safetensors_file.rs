@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors, TensorInfo, TensorView};
 use tch::{Kind, Tensor};
 
 use super::CheckpointError;
@@ -96,39 +96,31 @@ fn describe(e: &safetensors::SafeTensorError, bytes: &[u8]) -> String {
     }
 }
 
-/// The first tensor (in header order) whose byte range does not match its shape and dtype, and
-/// why, read from the header's JSON.
+/// The first tensor (in name order) whose byte range does not match its shape and dtype, and
+/// why, read from the header's JSON with the crate's own `TensorInfo`.
 fn inconsistent_tensor(bytes: &[u8]) -> Option<(String, String)> {
     let n = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
-    let header: serde_json::Value =
+    let header: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
-    for (name, info) in header.as_object()? {
+    for (name, value) in header {
         if name == "__metadata__" {
             continue;
         }
-        let size = match info["dtype"].as_str()? {
-            "F64" | "I64" | "U64" => 8u128,
-            "F32" | "I32" | "U32" => 4,
-            "F16" | "BF16" | "I16" | "U16" => 2,
-            _ => 1,
-        };
-        let shape: Vec<u128> = info["shape"]
-            .as_array()?
+        let info: TensorInfo = serde_json::from_value(value).ok()?;
+        let (begin, end) = info.data_offsets;
+        let need = info
+            .shape
             .iter()
-            .map(|d| d.as_u64().map(u128::from))
-            .collect::<Option<_>>()?;
-        let offsets = info["data_offsets"].as_array()?;
-        let (begin, end) = (offsets.first()?.as_u64()?, offsets.get(1)?.as_u64()?);
-        let need = shape.iter().try_fold(size, |acc, &d| acc.checked_mul(d));
-        let have = u128::from(end.saturating_sub(begin));
+            .try_fold(info.dtype.size(), |acc, &d| acc.checked_mul(d));
+        let have = end.saturating_sub(begin);
         if end < begin || need != Some(have) {
-            let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+            let dims: Vec<String> = info.shape.iter().map(|d| d.to_string()).collect();
             return Some((
-                name.clone(),
+                name,
                 format!(
-                    "shape {} of {} needs {} bytes, but its data offsets {begin}..{end} hold {have}",
+                    "shape {} of {:?} needs {} bytes, but its data offsets {begin}..{end} hold {have}",
                     dims.join("×"),
-                    info["dtype"].as_str()?,
+                    info.dtype,
                     need.map_or("more than can be counted".to_string(), |n| n.to_string()),
                 ),
             ));
