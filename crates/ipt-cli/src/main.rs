@@ -31,8 +31,10 @@ struct Cli {
 enum Command {
     /// Print the libtorch in use and whether CUDA is available.
     Doctor(doctor::Args),
-    /// Restore whole images (super-resolution, denoising, deraining) with a checkpoint.
+    /// Restore whole images (super-resolution, denoising, deraining) with a model.
     Restore(restore::Args),
+    /// List the models shipped with ipt-rs (names for `ipt restore --model`).
+    Models,
     /// Pre-train on several tasks from a TOML config (resumes from the run's last checkpoint).
     Pretrain(train::Args),
     /// Fine-tune one task from a pre-trained checkpoint (TOML config with a [finetune] section).
@@ -82,6 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Doctor(args) => doctor::run(args),
         Command::Restore(args) => restore::run(args),
+        Command::Models => restore::run_models(),
         Command::Pretrain(args) => train::run_pretrain(args),
         Command::Finetune(args) => train::run_finetune(args),
         Command::Bench(cmd) => bench::run(cmd),

@@ -1,16 +1,21 @@
 //! `ipt restore`: restore whole images with an IPT checkpoint.
 //!
 //! Thin: parse the arguments, run the library job [`ipt_eval::restore_job::RestoreJob`] (it owns
-//! the policy: inputs → `OUT/<stem>.png`, limits, memory check, task, bit depth, atomic writes,
-//! what stops the command and what is skipped) and turn its events into progress bars
-//! (megapixels of input) and lines. Skipped inputs are listed at the end (exit status 1).
+//! the policy: inputs → `OUT/[sub/]<stem><suffix>.<ext>`, limits, memory check, task, grey,
+//! alpha, bit depth, ICC and EXIF, atomic writes, what stops the command and what is skipped)
+//! and turn its events into progress bars (megapixels of input) and lines. Skipped inputs are
+//! listed at the end (exit status 1). The options follow Real-ESRGAN's
+//! `inference_realesrgan.py` where it has one (`-n -i -o -s --suffix --ext`).
 
 use std::path::PathBuf;
 
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
+use ipt_degrade::photo::OutputFormat;
+use ipt_eval::models::ModelRef;
 use ipt_eval::restore_job::{
-    check_bf16, Batch, BitDepth, Cancel, Event, JobSpec, RestoreJob, RestoreJobError,
+    check_bf16, AlphaRestore, Batch, BitDepth, Cancel, Event, JobSpec, Naming, RestoreJob,
+    RestoreJobError, Written,
 };
 use ipt_model::checkpoint::InferOptions;
 use ipt_model::chop::ChopMode;
@@ -22,26 +27,63 @@ use crate::signals::Interrupts;
 
 /// Arguments of `ipt restore`.
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("inputs").required(true).multiple(true).args(["input", "inputs_positional"])))]
 pub struct Args {
-    /// Checkpoint: an official PyTorch `.pt` file or a `.safetensors` file.
-    #[arg(long, value_name = "CKPT")]
-    pub weights: PathBuf,
+    /// The model: a shipped model's name (`ipt models` lists them) or a checkpoint file (an
+    /// official PyTorch `.pt` or a `.safetensors`).
+    #[arg(short = 'n', long, visible_alias = "weights", value_name = "NAME|CKPT")]
+    pub model: ModelRef,
     /// Task: sr2, sr3, sr4, derain, denoise30, denoise50, or an index into the checkpoint's
     /// task list (resolved by `ipt_model::TaskMap`, as `ipt info` lists them). Optional for
     /// single-task checkpoints.
     #[arg(long, value_name = "NAME|INDEX")]
     pub task: Option<TaskSelector>,
+    /// Input image files or folders (as positional arguments or with -i, or both).
+    #[arg(short = 'i', long, value_name = "INPUT")]
+    pub input: Vec<PathBuf>,
+    /// Input image files or folders.
+    #[arg(value_name = "INPUT", id = "inputs_positional")]
+    pub inputs: Vec<PathBuf>,
+    /// Output folder (created if missing).
+    #[arg(short = 'o', long, visible_alias = "output", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Search input folders recursively and mirror their sub-folders under the output folder
+    /// (the output folder's own files are never taken as inputs).
+    #[arg(short = 'r', long)]
+    pub recursive: bool,
+    /// Appended to each output's stem: `--suffix _x2` writes `photo_x2.png`.
+    #[arg(long, default_value = "", value_parser = parse_suffix)]
+    pub suffix: String,
+    /// Output format: png, jpg (with --quality) or webp (lossless).
+    #[arg(long, default_value = "png", value_name = "FORMAT")]
+    pub ext: OutputFormat,
+    /// JPEG quality, 1–100 (with --ext jpg; default 95, as OpenCV's imwrite).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub quality: Option<u8>,
+    /// Leave inputs whose output already exists alone, so an interrupted batch resumes (without
+    /// it, existing outputs are replaced and the plan line says how many).
+    #[arg(long)]
+    pub skip_existing: bool,
+    /// Final scale of the outputs relative to the inputs (e.g. 3 with a ×2 model): the network's
+    /// output is resized with MATLAB's bicubic `imresize` (default: the model's scale).
+    #[arg(short = 's', long, value_name = "SCALE", value_parser = parse_outscale)]
+    pub outscale: Option<f64>,
+    /// Bits per channel of the outputs: auto (as the input: a 16-bit photo stays 16-bit), 8, or
+    /// 16 (= value·257 rounded). JPEG and WebP outputs are 8-bit.
+    #[arg(long, default_value_t = BitDepth::Auto, value_name = "auto|8|16")]
+    pub bit_depth: BitDepth,
+    /// Window layout: `fast` (the official second variant: stride 36, one window per pixel,
+    /// about 9× fewer windows than exact, within 0.013 dB of it per image on Set5 and B100) or `exact`
+    /// (the official stitching: stride 12, every pixel averaged over up to 4 windows; what
+    /// the benchmarks use).
+    #[arg(long, default_value_t = ChopMode::Fast, value_name = "MODE")]
+    pub chop: ChopMode,
     /// Average over the ×8 flips/transposes (8× slower).
     #[arg(long)]
     pub self_ensemble: bool,
     /// Windows per network call.
     #[arg(long, default_value_t = DEFAULT_CROP_BATCH as u64, value_parser = clap::value_parser!(u64).range(1..))]
     pub crop_batch: u64,
-    /// Window layout: `exact` (the official stitching: stride 12, every pixel averaged over up
-    /// to 4 windows) or `fast` (the official second variant: stride 36, one window per pixel,
-    /// about 9× fewer windows, slightly lower quality).
-    #[arg(long, default_value_t = ChopMode::Exact, value_name = "MODE")]
-    pub chop: ChopMode,
     /// Memory the command may use per image, in GiB (default: what the system reports as
     /// available). An image that needs more is refused before any work on it.
     #[arg(long, value_name = "GIB", value_parser = parse_gib)]
@@ -56,21 +98,51 @@ pub struct Args {
     /// Run the network in bf16 autocast (CUDA only).
     #[arg(long)]
     pub bf16: bool,
-    /// Bits per channel of the output PNGs (8, or 16 = value·257 rounded).
-    #[arg(long, default_value_t = BitDepth::Eight)]
-    pub bit_depth: BitDepth,
     /// Largest input image to decode, in pixels: a number or WIDTHxHEIGHT (default 16384x16384).
     /// Checked from the file's header, so a small file claiming a huge image is refused before
     /// it takes the machine's memory. The limit on decoded bytes grows with it (8 bytes a pixel,
     /// enough for 16-bit RGBA).
     #[arg(long, value_name = "PIXELS", value_parser = parse_max_pixels)]
     pub max_pixels: Option<u64>,
-    /// Input image files or folders.
-    #[arg(required = true, value_name = "INPUT")]
-    pub inputs: Vec<PathBuf>,
-    /// Output folder (created if missing).
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+}
+
+impl Args {
+    /// Every input, `-i` ones first.
+    fn all_inputs(&self) -> Vec<PathBuf> {
+        self.input.iter().chain(&self.inputs).cloned().collect()
+    }
+
+    /// The output format with its quality; `--quality` without `--ext jpg` is refused.
+    fn format(&self) -> anyhow::Result<OutputFormat> {
+        match (self.ext, self.quality) {
+            (OutputFormat::Jpeg { .. }, Some(quality)) => Ok(OutputFormat::Jpeg { quality }),
+            (format, Some(_)) => bail!(
+                "--quality applies to --ext jpg only ({format} output is lossless); drop it or \
+                 add --ext jpg"
+            ),
+            (format, None) => Ok(format),
+        }
+    }
+}
+
+/// `--suffix`: no path separators (it names a file in the output folder).
+fn parse_suffix(s: &str) -> Result<String, String> {
+    if s.contains(['/', '\\']) || s.contains('\0') {
+        return Err(format!(
+            "--suffix is part of a file name and cannot hold {s:?}"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// `--outscale`: a number above 0, at most 16.
+fn parse_outscale(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 16.0 => Ok(v),
+        _ => Err(format!(
+            "--outscale takes a scale above 0 and at most 16, not {s:?}"
+        )),
+    }
 }
 
 /// GiB (a positive number, fractions allowed) to bytes.
@@ -125,6 +197,27 @@ fn device_name(device: tch::Device) -> String {
     }
 }
 
+/// `n thing` or `n things`.
+fn count(n: usize, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
+/// What an output holds besides its size: `8-bit`, `16-bit grey`, `8-bit, alpha upscaled with
+/// bicubic`.
+fn describe(w: &Written) -> String {
+    let mut text = format!("{}-bit{}", w.bits, if w.grey { " grey" } else { "" });
+    match w.alpha {
+        Some(AlphaRestore::Kept) => text += ", alpha kept",
+        Some(AlphaRestore::Bicubic) => text += ", alpha resized with bicubic",
+        None => {}
+    }
+    text
+}
+
 /// Turns a job's events into the command's output: warnings and skips on stderr, the plan line,
 /// one bar per image, one line per restored image on stdout.
 struct Printer<'a> {
@@ -145,19 +238,35 @@ impl Printer<'_> {
             Event::Skipped { file, reason } => {
                 eprintln!("skipping {}: {}", file.display(), reason.describe(file))
             }
-            Event::Planned { images, windows } => {
+            Event::Kept { output, .. } => {
+                eprintln!("kept {} (exists; --skip-existing)", output.display())
+            }
+            Event::Planned {
+                images,
+                windows,
+                replacing,
+            } => {
                 let Some(job) = self.job else { return };
                 let (opts, patch) = (&job.spec().options, job.patch());
                 let (bf16, ens) = (opts.bf16, opts.self_ensemble);
                 eprintln!(
-                    "restoring {images} image(s) with {} on {}{}: {windows} windows of \
-                     {patch}×{patch}, {} layout{}",
+                    "restoring {} with {} on {}{}: {} of {patch}×{patch}, {} layout{}",
+                    count(images, "image"),
                     job.head(),
                     device_name(job.device()),
                     if bf16 { " (bf16 autocast)" } else { "" },
+                    count(windows, "window"),
                     opts.chop,
                     if ens { " (×8 self-ensemble)" } else { "" },
                 );
+                if replacing > 0 {
+                    eprintln!(
+                        "note: {} already exist{} and will be replaced (--skip-existing keeps \
+                         them)",
+                        count(replacing, "output"),
+                        if replacing == 1 { "s" } else { "" }
+                    );
+                }
             }
             Event::ImageStarted {
                 number,
@@ -175,18 +284,27 @@ impl Printer<'_> {
                 output,
                 input: (ih, iw),
                 restored: (oh, ow),
+                written,
                 seconds,
             } => {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }
-                let bits = self.job.map_or(8, |j| j.spec().bit_depth.bits());
                 println!(
-                    "{} ({iw}×{ih}, {:.2} MP) -> {} ({ow}×{oh}, {bits}-bit) in {seconds:.1} s",
+                    "{} ({iw}×{ih}, {:.2} MP) -> {} ({ow}×{oh}, {}) in {seconds:.1} s",
                     file.display(),
                     (ih * iw) as f64 / 1e6,
                     output.display(),
+                    describe(written),
                 );
+                if !written.dropped.is_empty() {
+                    let what: Vec<String> = written.dropped.iter().map(|d| d.to_string()).collect();
+                    eprintln!(
+                        "note: {}: dropped the input's {} (the output format cannot hold it)",
+                        output.display(),
+                        what.join(", ")
+                    );
+                }
             }
         }
     }
@@ -200,9 +318,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         job: None,
         bar: None,
     };
-    let batch = Batch::collect(&args.inputs, &args.out, &mut |e| printer.event(e))?;
+    let format = args.format()?;
+    let naming = Naming {
+        suffix: args.suffix.clone(),
+        format,
+        recursive: args.recursive,
+    };
+    let batch = Batch::collect(&args.all_inputs(), &args.out, &naming, &mut |e| {
+        printer.event(e)
+    })?;
     let spec = JobSpec {
-        weights: args.weights,
+        model: args.model,
         task: args.task,
         infer: InferOptions {
             num_heads: args.num_heads,
@@ -215,6 +341,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             chop: args.chop,
         },
         bit_depth: args.bit_depth,
+        format,
+        outscale: args.outscale,
+        skip_existing: args.skip_existing,
         memory_limit: args.memory_limit,
         max_pixels: args.max_pixels,
     };
@@ -237,8 +366,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let summary = match job.run(&batch, &mut |e| printer.event(e), &cancel) {
         Err(RestoreJobError::Cancelled { restored }) => {
             eprintln!(
-                "stopped: {restored} image(s) restored into {}; run the command again to \
+                "stopped: {} restored into {}; run the command again with --skip-existing to \
                  restore the rest",
+                count(restored, "image"),
                 args.out.display()
             );
             std::process::exit(interrupts.exit_status());
@@ -246,10 +376,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         other => other?,
     };
     eprintln!(
-        "restored {} image(s) into {} in {:.1} s",
-        summary.restored,
+        "restored {} into {} in {:.1} s{}",
+        count(summary.restored, "image"),
         args.out.display(),
-        summary.seconds
+        summary.seconds,
+        if summary.kept > 0 {
+            format!(" ({} kept)", count(summary.kept, "existing output"))
+        } else {
+            String::new()
+        }
     );
     if !summary.skipped.is_empty() {
         let list: Vec<String> = summary
@@ -263,6 +398,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             list.join("\n")
         );
     }
+    Ok(())
+}
+
+/// Run `ipt models`: one line per shipped model (name, tasks it is best for, what it is).
+pub fn run_models() -> anyhow::Result<()> {
+    println!("{:<24} {:<38} about", "name", "best shipped model for");
+    for m in &ipt_eval::models::SHIPPED {
+        let best = if m.best_for.is_empty() {
+            "-".to_string()
+        } else {
+            m.best_for.join(", ")
+        };
+        println!("{:<24} {best:<38} {}", m.name, m.about);
+    }
+    println!(
+        "\nuse: ipt restore --model NAME [--task TASK] IMAGES… -o DIR (data/weights/README.md \
+         says how each was trained)"
+    );
     Ok(())
 }
 

@@ -89,6 +89,7 @@ fn restore_writes_what_the_library_computes() {
     let loaded = checkpoint::load(&ckpt, Device::Cpu, &InferOptions::default()).unwrap();
     let opts = RestoreOptions {
         crop_batch: 5,
+        chop: ChopMode::Fast, // the restore default
         ..Default::default()
     };
     for (src, name) in [(&a, "a.png"), (&b, "b.png"), (&single, "c.png")] {
@@ -141,7 +142,10 @@ fn sixteen_bit_output_keeps_value_times_257() {
         0,
         &lr,
         Device::Cpu,
-        &RestoreOptions::default(),
+        &RestoreOptions {
+            chop: ChopMode::Fast, // the restore default
+            ..Default::default()
+        },
         |_| {},
     )
     .unwrap();

@@ -180,7 +180,7 @@ pub fn decode_image_bytes(
 }
 
 /// Converts a decoded image to an [`Image`] with the channel policy.
-fn to_image(dynimg: DynamicImage, channels: Channels) -> Image {
+pub(crate) fn to_image(dynimg: DynamicImage, channels: Channels) -> Image {
     let (w, h) = (dynimg.width() as usize, dynimg.height() as usize);
     let is_color = dynimg.color().has_color();
     let out_c = match channels {
@@ -203,11 +203,11 @@ fn to_image(dynimg: DynamicImage, channels: Channels) -> Image {
     }
 }
 
-fn u16_to_255(v: u16) -> f32 {
+pub(crate) fn u16_to_255(v: u16) -> f32 {
     (f64::from(v) * 255.0 / 65535.0) as f32
 }
 
-fn f32_to_255(v: f32) -> f32 {
+pub(crate) fn f32_to_255(v: f32) -> f32 {
     v * 255.0
 }
 
@@ -272,14 +272,40 @@ fn checked_format<R: BufRead + Seek>(
     Ok(format)
 }
 
-/// Decodes `reader` (`len` bytes long) within the limits: the header is read first, and the
-/// size it claims is checked before any pixel buffer is allocated.
+/// Decodes `reader` (`len` bytes long) within the limits into an [`Image`] with the channel
+/// policy of `options`.
 fn decode<R: BufRead + Seek>(
-    mut reader: R,
+    reader: R,
     len: u64,
     path: &Path,
     options: &ReadOptions,
 ) -> Result<Image, DegradeError> {
+    let (img, _) = decode_dynamic(reader, len, path, &options.limits)?;
+    Ok(to_image(img, options.channels))
+}
+
+/// What a file carries besides its pixels, as [`decode_dynamic`] found it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// The embedded ICC colour profile (PNG `iCCP`, JPEG `APP2`, WebP `ICCP`, TIFF tag 34675).
+    pub icc: Option<Vec<u8>>,
+    /// The raw EXIF block (TIFF-structured), with its orientation entry reset to 1 ("no
+    /// transform") when the decoder applied an orientation, so that it is applied only once.
+    pub exif: Option<Vec<u8>>,
+    /// The EXIF orientation that was applied to the pixels (1–8; 1 = none).
+    pub orientation: u8,
+}
+
+/// Decodes `reader` (`len` bytes long) within `limits`: the header is read first, and the size
+/// it claims is checked before any pixel buffer is allocated. The EXIF orientation is applied
+/// to the pixels; the ICC profile and EXIF block are returned beside them (a metadata block the
+/// decoder cannot read is left out, not an error: the pixels are what counts).
+pub(crate) fn decode_dynamic<R: BufRead + Seek>(
+    mut reader: R,
+    len: u64,
+    path: &Path,
+    limits: &ImageLimits,
+) -> Result<(DynamicImage, Metadata), DegradeError> {
     let io_err = |source| DegradeError::Io {
         path: path.to_path_buf(),
         source,
@@ -310,29 +336,38 @@ fn decode<R: BufRead + Seek>(
     // buffers (metadata chunks, TIFF strips, …).
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_alloc = Some(
-        options
-            .limits
+        limits
             .max_bytes
             .saturating_add(ImageLimits::DECODER_WORKSPACE),
     );
     reader.limits(decoder_limits);
     let mut decoder = guarded(path, || reader.into_decoder())?.map_err(decode_err)?;
     let (w, h) = decoder.dimensions();
-    options.limits.check(path, (w, h), decoder.total_bytes())?;
+    limits.check(path, (w, h), decoder.total_bytes())?;
     if w == 0 || h == 0 {
         return Err(DegradeError::Unsupported {
             path: path.to_path_buf(),
             reason: format!("image has zero size ({w}×{h})"),
         });
     }
-    let img = guarded(path, || {
+    guarded(path, || {
+        let icc = decoder.icc_profile().ok().flatten();
+        let mut exif = decoder.exif_metadata().ok().flatten();
+        // TIFF keeps its orientation in its own tag, the others in the EXIF block
         let orientation = decoder.orientation()?;
+        if let Some(chunk) = exif.as_mut() {
+            let _ = image::metadata::Orientation::remove_from_exif_chunk(chunk);
+        }
         let mut img = DynamicImage::from_decoder(decoder)?;
         img.apply_orientation(orientation);
-        Ok(img)
+        let metadata = Metadata {
+            icc,
+            exif,
+            orientation: orientation.to_exif(),
+        };
+        Ok((img, metadata))
     })?
-    .map_err(decode_err)?;
-    Ok(to_image(img, options.channels))
+    .map_err(decode_err)
 }
 
 /// Runs the third-party decoder code in `f`, turning a panic into a decode error. Decoders are
@@ -438,17 +473,21 @@ fn png_image(path: &Path, img: &Image) -> Result<DynamicImage, DegradeError> {
     })
 }
 
+/// A 0–255 value as a 16-bit level: `round(v · 257)` saturated to 0–65535, NaN as 0 (the 16-bit
+/// counterpart of [`quantize_value`]).
+pub fn quantize_u16(v: f32) -> u16 {
+    if v.is_nan() {
+        0
+    } else {
+        (f64::from(v) * 257.0).round().clamp(0.0, 65535.0) as u16
+    }
+}
+
 /// Writes a 16-bit PNG: each value becomes `round(v · 257)` saturated to 0–65535, so an 8-bit
 /// image round-trips exactly and fractional values keep 1/257 precision.
 pub fn write_png16(path: &Path, img: &Image) -> Result<(), DegradeError> {
     let (c, h, w) = check_writable(path, img)?;
-    let raw = interleave(img, |v| {
-        if v.is_nan() {
-            0u16
-        } else {
-            (f64::from(v) * 257.0).round().clamp(0.0, 65535.0) as u16
-        }
-    });
+    let raw = interleave(img, quantize_u16);
     let (w32, h32) = (w as u32, h as u32);
     let dynimg = if c == 3 {
         image::ImageBuffer::<image::Rgb<u16>, _>::from_raw(w32, h32, raw)

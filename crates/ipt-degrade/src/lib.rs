@@ -6,6 +6,8 @@
 //!   RGB, values on the 0–255 scale (not quantized unless a function says so).
 //! - [`io`]: reading PNG/JPEG/BMP/TIFF/WebP (8- and 16-bit, grayscale replicated, alpha dropped,
 //!   EXIF orientation applied) and writing 8- and 16-bit PNG.
+//! - [`photo`]: image files with everything a restorer carries over (alpha, grey, 16-bit, ICC
+//!   profile, EXIF) and the output formats (PNG, JPEG, lossless WebP).
 //! - [`resize`]: MATLAB-exact bicubic `imresize` (antialiased when shrinking, symmetric mirror
 //!   borders), `modcrop`.
 //! - [`files`]: which files are images ([`files::IMAGE_EXTENSIONS`]), listing them, and writing
@@ -28,6 +30,7 @@ pub mod error;
 pub mod files;
 pub mod io;
 pub mod noise;
+pub mod photo;
 pub mod png_metadata;
 pub mod quantize;
 pub mod rain;

@@ -12,8 +12,11 @@
 //! - [`score`]: one image restored, quantized and scored (PSNR-Y and SSIM-Y with the IPT shave,
 //!   PSNR-RGB for denoising): the path every benchmark image *and* every validation image takes.
 //! - [`method`]: bicubic, identity, and IPT checkpoints ([`ipt_method`]).
-//! - [`restore_job`]: the restore job behind `ipt restore` (inputs → outputs, limits, memory
-//!   check, task, bit depth, progress events, cancellation), for any front end.
+//! - [`restore_job`]: the restore job behind `ipt restore` (inputs → outputs with the field's
+//!   naming conventions, limits, memory check, task, faithful files: grey, alpha, bit depth,
+//!   ICC and EXIF; progress events, cancellation), for any front end.
+//! - [`models`]: the shipped models compiled in, and [`models::ModelRef`] (a shipped model's
+//!   name or a checkpoint path).
 //! - [`published`]: the paper's IPT numbers and the published bicubic row.
 //! - [`report`]: Markdown table, per-image CSV and the JSON summary; [`progress`]: the bars.
 //!
@@ -30,6 +33,7 @@ pub mod ipt_method;
 pub mod job;
 pub mod layout;
 pub mod method;
+pub mod models;
 pub mod progress;
 pub mod protocol;
 pub mod published;

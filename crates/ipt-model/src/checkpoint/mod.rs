@@ -227,7 +227,27 @@ pub struct Loaded {
 /// Reads `path`, infers its config, builds the network on `device` and loads the weights
 /// strictly.
 pub fn load(path: &Path, device: Device, opts: &InferOptions) -> Result<Loaded, CheckpointError> {
-    let sd = read_state_dict(path)?;
+    build(read_state_dict(path)?, path, device, opts)
+}
+
+/// [`load`] of a checkpoint held in memory (e.g. weights compiled into a binary); `name` only
+/// labels errors.
+pub fn load_bytes(
+    bytes: &[u8],
+    name: &Path,
+    device: Device,
+    opts: &InferOptions,
+) -> Result<Loaded, CheckpointError> {
+    build(read_state_dict_bytes(bytes, name)?, name, device, opts)
+}
+
+/// Infers the config of `sd`, builds the network on `device` and loads the weights strictly.
+fn build(
+    sd: StateDict,
+    path: &Path,
+    device: Device,
+    opts: &InferOptions,
+) -> Result<Loaded, CheckpointError> {
     let config = infer_config(&sd, opts).map_err(|source| CheckpointError::Config {
         path: path.to_path_buf(),
         source,
