@@ -63,8 +63,10 @@ enum Cmd {
     BenchDerain(Forward),
     /// Speed of restore, training, data pipeline, bicubic and SSIM on this machine (runs `ipt bench-speed`).
     BenchSpeed(Forward),
-    /// Restore images with a checkpoint (runs `ipt restore`).
+    /// Restore images with a shipped model or a checkpoint (runs `ipt restore`).
     Restore(Forward),
+    /// List the shipped models (runs `ipt models`).
+    Models(Forward),
     /// Convert a PyTorch checkpoint to safetensors (runs `ipt convert`).
     Convert(Forward),
     /// Describe a checkpoint (runs `ipt info`).
@@ -163,6 +165,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::BenchDerain(f) => forward("bench-derain", f),
         Cmd::BenchSpeed(f) => forward("bench-speed", f),
         Cmd::Restore(f) => forward("restore", f),
+        Cmd::Models(f) => forward("models", f),
         Cmd::Convert(f) => forward("convert", f),
         Cmd::Info(f) => forward("info", f),
         Cmd::Doctor(f) => forward("doctor", f),

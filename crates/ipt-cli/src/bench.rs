@@ -61,7 +61,7 @@ pub struct CommonArgs {
     /// Device for IPT inference: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     device: DeviceSpec,
-    /// Run the network under bf16 autocast (CUDA only; no effect on the CPU).
+    /// Run the network under bf16 autocast (CUDA only: refused on the CPU, as by `ipt restore`).
     #[arg(long)]
     bf16: bool,
     /// Write the JSON summary here.
@@ -165,9 +165,13 @@ fn method(baseline: Option<Method>, common: &CommonArgs) -> anyhow::Result<Metho
         if common.chop != ChopMode::Exact {
             anyhow::bail!("--chop applies to IPT checkpoints (--weights) only");
         }
+        if common.bf16 {
+            anyhow::bail!("--bf16 applies to IPT checkpoints (--weights) only");
+        }
         return Ok(m);
     }
     let device = common.device.resolve().context("choosing the device")?;
+    ipt_eval::restore_job::check_bf16(common.bf16, device)?;
     eprintln!("device: {device:?}");
     let options = RestoreOptions {
         crop_batch: common.crop_batch,
@@ -291,5 +295,22 @@ mod tests {
         assert_eq!(a.scales, vec![2, 3]);
         assert_eq!(a.sets, vec!["Set5".to_string()]);
         assert!(parse(&["bench-derain", "--model", "identity", "--limit", "3"]).is_ok());
+    }
+
+    #[test]
+    fn bf16_is_refused_off_cuda_not_ignored() {
+        let sr = |args: &[&str]| match parse(args).unwrap() {
+            Command::Sr(a) => a,
+            _ => panic!("bench-sr"),
+        };
+        let a = sr(&["bench-sr", "--weights", "x.pt", "--device", "cpu", "--bf16"]);
+        let e = method(None, &a.common).err().unwrap().to_string();
+        assert!(e.contains("CUDA"), "{e}");
+        let a = sr(&["bench-sr", "--model", "bicubic", "--bf16"]);
+        let e = method(a.model.map(|_| Method::Bicubic), &a.common)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("IPT checkpoints"), "{e}");
     }
 }

@@ -14,7 +14,8 @@ use ipt_train::{DataRoots, ExperimentConfig, Mode, RunOptions};
 /// Arguments of `ipt pretrain` / `ipt finetune`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The experiment config (e.g. configs/demo.toml).
+    /// The experiment config: for pretrain e.g. configs/demo.toml, for finetune one with a
+    /// [finetune] section, e.g. configs/finetune-sr2.toml.
     pub config: PathBuf,
     /// Run directory (checkpoints, metrics.jsonl, plots, resolved config).
     /// Default: runs/<config name>/. Re-running with the same directory resumes.
