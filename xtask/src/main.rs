@@ -67,6 +67,8 @@ enum Cmd {
     Restore(Forward),
     /// List the shipped models (runs `ipt models`).
     Models(Forward),
+    /// A local web page to restore images (runs `ipt serve`).
+    Serve(Forward),
     /// Convert a PyTorch checkpoint to safetensors (runs `ipt convert`).
     Convert(Forward),
     /// Describe a checkpoint (runs `ipt info`).
@@ -166,6 +168,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::BenchSpeed(f) => forward("bench-speed", f),
         Cmd::Restore(f) => forward("restore", f),
         Cmd::Models(f) => forward("models", f),
+        Cmd::Serve(f) => forward("serve", f),
         Cmd::Convert(f) => forward("convert", f),
         Cmd::Info(f) => forward("info", f),
         Cmd::Doctor(f) => forward("doctor", f),

@@ -11,6 +11,7 @@ mod doctor;
 mod plot_points;
 mod plot_runs;
 mod restore;
+mod serve;
 mod signals;
 mod train;
 
@@ -35,6 +36,8 @@ enum Command {
     Restore(restore::Args),
     /// List the models shipped with ipt-rs (names for `ipt restore --model`).
     Models,
+    /// A local web page to restore images with the shipped models (http://127.0.0.1:8080/).
+    Serve(serve::Args),
     /// Pre-train on several tasks from a TOML config (resumes from the run's last checkpoint).
     Pretrain(train::Args),
     /// Fine-tune one task from a pre-trained checkpoint (TOML config with a [finetune] section).
@@ -85,6 +88,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor(args) => doctor::run(args),
         Command::Restore(args) => restore::run(args),
         Command::Models => restore::run_models(),
+        Command::Serve(args) => serve::run(args),
         Command::Pretrain(args) => train::run_pretrain(args),
         Command::Finetune(args) => train::run_finetune(args),
         Command::Bench(cmd) => bench::run(cmd),

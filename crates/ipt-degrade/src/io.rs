@@ -159,7 +159,19 @@ pub fn read_header_size(path: &Path) -> Result<(u32, u32), DegradeError> {
     };
     let file = crate::files::open_regular(path).map_err(io_err)?;
     let len = file.metadata().map_err(io_err)?.len();
-    let mut reader = std::io::BufReader::new(file);
+    header_size(std::io::BufReader::new(file), len, path)
+}
+
+/// [`read_header_size`] of a file held in memory; `name` only labels errors.
+pub fn header_size_bytes(bytes: &[u8], name: &Path) -> Result<(u32, u32), DegradeError> {
+    header_size(Cursor::new(bytes), bytes.len() as u64, name)
+}
+
+fn header_size<R: BufRead + Seek>(
+    mut reader: R,
+    len: u64,
+    path: &Path,
+) -> Result<(u32, u32), DegradeError> {
     let format = checked_format(&mut reader, len, path)?;
     let mut image_reader = ImageReader::new(reader);
     image_reader.set_format(format);
