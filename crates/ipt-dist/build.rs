@@ -4,7 +4,7 @@
 //!   `DEP_TCH_LIBTORCH_LIB`; its headers are in the sibling `include/`.
 //! - Gloo: `ProcessGroupGloo.hpp` includes Gloo's headers, which the torch wheel lacks. They come from
 //!   `IPT_GLOO_INCLUDE`, else `/usr/include` or `/usr/local/include` (Debian's `libgloo-dev`; `cargo xtask setup`
-//!   installs it, and xtask/src/gloo.rs searches the same folders).
+//!   installs it, and xtask/src/system_package.rs (`GLOO`) searches the same folders).
 //! - NCCL: compiled (cfg `ipt_dist_nccl`) only when libtorch has `libtorch_cuda.so` and the NCCL and CUDA headers
 //!   are found, so the CPU build never needs CUDA headers. `IPT_DIST_NCCL=0` turns it off, `IPT_DIST_NCCL=1`
 //!   makes a missing piece an error.

@@ -5,9 +5,9 @@
 //! forwarded to the `ipt` binary, built in release mode.
 
 mod fuzz;
-mod gloo;
 mod launch;
 mod libtorch;
+mod system_package;
 mod tensorboard;
 
 use anyhow::{Context, Result};
@@ -123,6 +123,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Test { args } => {
             let lt = setup(false)?;
             ensure_gloo()?;
+            let chromium = ensure_package(&system_package::CHROMIUM)?;
             let tb = match std::env::var_os("IPT_TENSORBOARD_PYTHONPATH") {
                 Some(dir) => std::path::PathBuf::from(dir),
                 None => {
@@ -138,6 +139,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 tb.display().to_string(),
             ));
             env.push(("IPT_REQUIRE_TENSORBOARD".into(), "1".into()));
+            env.push((
+                "IPT_CHROMIUM".into(),
+                chromium
+                    .join(system_package::CHROMIUM.marker)
+                    .display()
+                    .to_string(),
+            ));
             cargo_with(&env, &a)
         }
         Cmd::Lint => {
@@ -196,33 +204,33 @@ fn setup(cuda: bool) -> Result<Libtorch> {
     Ok(lt)
 }
 
-/// `IPT_GLOO_INCLUDE`, when set and non-empty.
-fn gloo_override() -> Option<std::path::PathBuf> {
-    std::env::var_os(gloo::ENV_OVERRIDE)
-        .filter(|v| !v.is_empty())
-        .map(Into::into)
+/// Make sure `req` is present, installing its Debian package as root.
+fn ensure_package(req: &'static system_package::Requirement) -> Result<std::path::PathBuf> {
+    system_package::ensure(
+        req,
+        &system_package::SystemHost,
+        system_package::override_dir(req),
+        &mut |n| eprintln!("xtask: note: {n}"),
+    )
+    .with_context(|| format!("set-up of {} failed", req.what))
 }
 
 /// Make sure the Gloo headers ipt-dist's shim needs are present, installing `libgloo-dev` as root.
 fn ensure_gloo() -> Result<std::path::PathBuf> {
-    gloo::ensure(&gloo::SystemGlooHost, gloo_override(), &mut |n| {
-        eprintln!("xtask: note: {n}")
-    })
-    .context("Gloo headers set-up failed")
+    ensure_package(&system_package::GLOO)
 }
 
 /// For `cargo xtask env`, which must stay quick: say (on stderr) when the Gloo headers are missing, never install.
 fn check_gloo() {
-    let host = gloo::SystemGlooHost;
-    match gloo::plan(&gloo::inputs(&host, gloo_override())) {
-        gloo::GlooPlan::Present(_) => {}
-        gloo::GlooPlan::Install(_) => eprintln!(
-            "xtask: note: the Gloo headers ({}) are missing, so ipt-dist will not build; \
-             `cargo xtask setup` installs {}",
-            gloo::MARKER,
-            gloo::PACKAGE
+    let (req, host) = (&system_package::GLOO, system_package::SystemHost);
+    let inputs = system_package::inputs(req, &host, system_package::override_dir(req));
+    match system_package::plan(req, &inputs) {
+        system_package::Plan::Present(_) => {}
+        system_package::Plan::Install(_) => eprintln!(
+            "xtask: note: {} ({}) not found, so ipt-dist will not build; `cargo xtask setup` installs {}",
+            req.what, req.marker, req.package
         ),
-        gloo::GlooPlan::Fail(e) => eprintln!("xtask: note: {e}"),
+        system_package::Plan::Fail(e) => eprintln!("xtask: note: {e}"),
     }
 }
 
