@@ -106,9 +106,11 @@ pub fn run_info(args: InfoArgs) -> anyhow::Result<()> {
         println!("{line}");
     }
     println!(
-        "tensors: {}, parameters: {} (excluding the position_ids buffer)",
+        "tensors: {}, parameters: {} (excluding the position_ids buffer), of which trainable: {} \
+         (without the mean-shift constants sub_mean/add_mean)",
         sd.tensors.len(),
-        sd.num_parameters()
+        sd.num_parameters(),
+        sd.num_trainable()
     );
     if args.keys {
         for (k, t) in &sd.tensors {

@@ -43,6 +43,7 @@ fn convert_then_info_round_trip() {
         "{out}"
     );
     assert!(out.contains("tensors: 141, parameters: 35574"), "{out}");
+    assert!(out.contains("trainable: 35550"), "{out}");
 
     let (ok, out, err) = ipt(&["convert", pt_s, st_s, "--num-heads", "2"]);
     assert!(ok, "{err}");

@@ -77,6 +77,8 @@ fn wrapped_and_module_prefixed_state_dicts_are_unwrapped() {
         assert_eq!(t, get(&wrapped, k), "{k}");
     }
     assert_eq!(plain.num_parameters(), 12_743);
+    // the mean-shift constants: two 1×1 convolutions of 3×3 weights and 3 biases
+    assert_eq!(plain.num_parameters() - plain.num_trainable(), 24);
 }
 
 #[test]

@@ -48,6 +48,19 @@ impl StateDict {
             .map(|(_, t)| t.numel())
             .sum()
     }
+
+    /// [`num_parameters`](Self::num_parameters) less the mean-shift constants (`sub_mean.*`,
+    /// `add_mean.*`: the frozen 1×1 convolutions of the official `MeanShift`, 24 values, saved in
+    /// the state dict but never trained): the trainable parameters, what training reports.
+    pub fn num_trainable(&self) -> usize {
+        let constants: usize = self
+            .tensors
+            .iter()
+            .filter(|(k, _)| k.starts_with("sub_mean.") || k.starts_with("add_mean."))
+            .map(|(_, t)| t.numel())
+            .sum();
+        self.num_parameters() - constants
+    }
 }
 
 /// Reads a checkpoint: a PyTorch zip file (`torch.save`, ≥ 1.6) or a `.safetensors` file,
