@@ -1,5 +1,5 @@
-//! `ipt info CKPT` and `ipt convert IN OUT.safetensors`: inspect and convert checkpoints
-//! (official PyTorch `.pt` state dicts or this project's `.safetensors`).
+//! `ipt info CKPT` and `ipt convert IN OUT.{safetensors,pt}`: inspect and convert checkpoints
+//! (official PyTorch `.pt` state dicts or this project's `.safetensors`, either way).
 
 use std::path::PathBuf;
 
@@ -47,7 +47,8 @@ pub struct InfoArgs {
 pub struct ConvertArgs {
     /// Input checkpoint (.pt or .safetensors).
     pub input: PathBuf,
-    /// Output file (.safetensors; the config is stored in its metadata).
+    /// Output file: .safetensors (the config is stored in its metadata), or .pt/.pth for a
+    /// PyTorch state dict in the official layout (for torch.load, the official code, spandrel).
     pub output: PathBuf,
     #[command(flatten)]
     pub infer: InferArgs,
@@ -120,15 +121,39 @@ pub fn run_info(args: InfoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads `input` strictly and writes it as safetensors with the config in the metadata.
+/// Loads `input` strictly and writes it as safetensors with the config in the metadata, or as a
+/// PyTorch state dict in the official layout (`.pt`, `.pth`).
 pub fn run_convert(args: ConvertArgs) -> anyhow::Result<()> {
-    if args.output.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+    let ext = args.output.extension().and_then(|e| e.to_str());
+    let to_pytorch = matches!(ext, Some("pt" | "pth"));
+    if !to_pytorch && ext != Some("safetensors") {
         bail!(
-            "{}: the output must be a .safetensors file",
+            "{}: the output must be a .safetensors file, or a .pt/.pth file for PyTorch",
             args.output.display()
         );
     }
     let mut loaded = checkpoint::load(&args.input, Device::Cpu, &args.infer.options())?;
+    if to_pytorch {
+        checkpoint::export_pt(&args.output, &loaded.vs)?;
+        let config = &loaded.config;
+        println!(
+            "wrote {} (a torch.save state dict in the official layout: torch.load reads it)",
+            args.output.display()
+        );
+        println!(
+            "official code: python main.py --pretrain {} {}",
+            args.output.display(),
+            config.official_flags()
+        );
+        match config.spandrel_mismatch() {
+            None => println!(
+                "spandrel: loads it (its largest-scale head, ×{})",
+                config.scales.iter().max().copied().unwrap_or(1)
+            ),
+            Some(why) => println!("spandrel: cannot load it faithfully: {why}"),
+        }
+        return Ok(());
+    }
     if let Some(tasks) = args.tasks {
         loaded.config.tasks = Some(tasks);
         loaded

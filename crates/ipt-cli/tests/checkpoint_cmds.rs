@@ -60,12 +60,27 @@ fn convert_then_info_round_trip() {
         "{out}"
     );
 
+    // and back to the official PyTorch layout, with the official code's flags and what
+    // spandrel would make of it
+    let back = dir.path().join("back.pt");
+    let (ok, out, err) = ipt(&["convert", st_s, back.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("--scale 2+3+4+1+1+1 --n_feats 4 --patch_size 12 --patch_dim 2 --num_heads 2"),
+        "{out}"
+    );
+    assert!(out.contains("spandrel assumes 12 attention heads"), "{out}");
+    let (ok, _, err) = ipt(&["convert", st_s, dir.path().join("x.onnx").to_str().unwrap()]);
+    assert!(!ok && err.contains(".pt/.pth"), "{err}");
+
     let a = checkpoint::read_state_dict(&pt).unwrap();
-    let b = checkpoint::read_state_dict(&st).unwrap();
-    assert_eq!(a.tensors.len(), b.tensors.len());
-    for (k, t) in &a.tensors {
-        let u = &b.tensors.iter().find(|(n, _)| n == k).unwrap().1;
-        assert_eq!(t, u, "{k}");
+    for other in [&st, &back] {
+        let b = checkpoint::read_state_dict(other).unwrap();
+        assert_eq!(a.tensors.len(), b.tensors.len());
+        for (k, t) in &a.tensors {
+            let u = &b.tensors.iter().find(|(n, _)| n == k).unwrap().1;
+            assert_eq!(t, u, "{k}");
+        }
     }
 }
 
@@ -90,6 +105,8 @@ fn convert_records_tasks_and_refuses_bad_ones() {
     let (ok, out, err) = ipt(&["info", st_s]);
     assert!(ok, "{err}");
     assert!(out.contains("0: scale 1, denoise50"), "{out}");
-    let (ok, _, err) = ipt(&["convert", pt_s, "out.pt", "--num-heads", "2"]);
+    let bad = dir.path().join("out.bin");
+    let (ok, _, err) = ipt(&["convert", pt_s, bad.to_str().unwrap(), "--num-heads", "2"]);
     assert!(!ok && err.contains(".safetensors"), "{err}");
+    assert!(!bad.exists());
 }

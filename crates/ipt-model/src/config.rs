@@ -114,6 +114,76 @@ impl IptConfig {
         }
     }
 
+    /// The command-line flags of the official code (`option.py` of huawei-noah/Pretrained-IPT)
+    /// that build this network, for loading an exported `.pt` there with `main.py --pretrain`
+    /// (which loads with `strict=False`: wrong flags leave layers random without a word).
+    pub fn official_flags(&self) -> String {
+        let scales: Vec<String> = self.scales.iter().map(|s| s.to_string()).collect();
+        let mut flags = format!(
+            "--scale {} --n_feats {} --patch_size {} --patch_dim {} --num_heads {} --num_layers {} \
+             --num_queries {} --rgb_range {}",
+            scales.join("+"),
+            self.n_feats,
+            self.patch_size,
+            self.patch_dim,
+            self.num_heads,
+            self.num_layers,
+            self.num_queries,
+            self.rgb_range
+        );
+        for (on, flag) in [
+            (self.no_mlp, "--no_mlp"),
+            (self.pos_every, "--pos_every"),
+            (self.no_pos, "--no_pos"),
+            (self.no_norm, "--no_norm"),
+        ] {
+            if on {
+                flags += " ";
+                flags += flag;
+            }
+        }
+        flags
+    }
+
+    /// Why spandrel (`libs/spandrel/spandrel/architectures/IPT/__init__.py`, the loader of
+    /// chaiNNer and ComfyUI) would not rebuild this network from its state dict, if it would
+    /// not: it infers every size from the tensors except the attention heads (always 12) and
+    /// `pos_every` (always off), and it cannot build a model whose output projections have a
+    /// bias or whose colour mean is not the official one.
+    pub fn spandrel_mismatch(&self) -> Option<String> {
+        if self.num_heads != 12 {
+            return Some(format!(
+                "spandrel assumes 12 attention heads; this model has {}{}",
+                self.num_heads,
+                if !self.embedding_dim().is_multiple_of(12) {
+                    format!(
+                        " (and d = {} is not divisible by 12, so building it fails)",
+                        self.embedding_dim()
+                    )
+                } else {
+                    " (it would build, but attend wrongly)".to_string()
+                }
+            ));
+        }
+        if self.pos_every {
+            return Some(
+                "spandrel assumes pos_every off; this model adds positions in every layer".into(),
+            );
+        }
+        if self.attn_out_bias {
+            return Some(
+                "spandrel builds attention output projections without a bias; this model has one"
+                    .into(),
+            );
+        }
+        if self.rgb_mean != Self::base(&[1]).rgb_mean {
+            return Some(
+                "spandrel assumes the official colour mean (0.4488, 0.4371, 0.4040)".into(),
+            );
+        }
+        None
+    }
+
     /// Embedding dimension d = n_feats · patch_dim² (576 for the base model).
     pub fn embedding_dim(&self) -> usize {
         self.n_feats * self.patch_dim * self.patch_dim
@@ -302,6 +372,33 @@ mod tests {
         assert!(named.validate().unwrap_err().to_string().contains("tasks"));
         let json = serde_json::to_string(&named).unwrap();
         assert!(json.contains(r#""tasks":["sr2","derain"]"#), "{json}");
+    }
+
+    #[test]
+    fn what_other_loaders_need_is_said() {
+        let base = IptConfig::base(&[2, 3, 4, 1, 1, 1]);
+        assert_eq!(
+            base.spandrel_mismatch(),
+            None,
+            "the official shape loads in spandrel"
+        );
+        assert!(base
+            .official_flags()
+            .starts_with("--scale 2+3+4+1+1+1 --n_feats 64"));
+        let every = IptConfig {
+            pos_every: true,
+            ..base.clone()
+        };
+        assert!(every.spandrel_mismatch().unwrap().contains("pos_every"));
+        assert!(every.official_flags().ends_with("--pos_every"));
+        let heads = IptConfig {
+            num_heads: 4,
+            ..base
+        };
+        assert!(heads
+            .spandrel_mismatch()
+            .unwrap()
+            .contains("attend wrongly"));
     }
 
     #[test]

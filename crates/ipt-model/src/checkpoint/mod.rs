@@ -11,6 +11,7 @@
 mod error;
 pub mod infer;
 pub mod pickle;
+mod pickler;
 pub mod pytorch;
 pub mod safetensors_file;
 
@@ -224,6 +225,27 @@ pub fn copy_into(vs: &nn::VarStore, sd: &StateDict, path: &Path) -> Result<(), C
         }
         Ok(())
     })
+}
+
+/// A tensor's elements as little-endian bytes in row-major order (moved to the CPU, made
+/// contiguous), with its kind and shape: what both file writers store.
+fn cpu_bytes(t: &Tensor) -> Result<(tch::Kind, Vec<usize>, Vec<u8>), tch::TchError> {
+    let t = t.to_device(Device::Cpu).contiguous();
+    let (kind, numel) = (t.kind(), t.numel());
+    let mut buf = vec![0u8; numel * kind.elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut buf, numel)?;
+    Ok((kind, t.size().iter().map(|&x| x as usize).collect(), buf))
+}
+
+/// Writes every variable of `vs` as a PyTorch state dict (`torch.save` format, keys in name
+/// order; [`pytorch::write_pt`]), the layout of the official checkpoints, atomically. Refuses
+/// non-finite weights, as [`save`] does. The file carries no config: readers infer it from the
+/// shapes, except the attention heads (official code and loaders assume 12).
+pub fn export_pt(path: &Path, vs: &nn::VarStore) -> Result<(), CheckpointError> {
+    let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    check_finite(&tensors, path)?;
+    pytorch::write_pt(path, &tensors)
 }
 
 /// A model built from a checkpoint.

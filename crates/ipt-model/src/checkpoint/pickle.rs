@@ -34,20 +34,41 @@ pub enum StorageKind {
 }
 
 impl StorageKind {
+    /// Every kind with its class name in the `torch` module (one table for reading and writing).
+    const NAMES: [(Self, &'static str); 10] = [
+        (Self::Float, "FloatStorage"),
+        (Self::Double, "DoubleStorage"),
+        (Self::Half, "HalfStorage"),
+        (Self::BFloat16, "BFloat16Storage"),
+        (Self::Long, "LongStorage"),
+        (Self::Int, "IntStorage"),
+        (Self::Short, "ShortStorage"),
+        (Self::Char, "CharStorage"),
+        (Self::Byte, "ByteStorage"),
+        (Self::Bool, "BoolStorage"),
+    ];
+
     fn from_global(name: &str) -> Option<Self> {
-        Some(match name {
-            "FloatStorage" => Self::Float,
-            "DoubleStorage" => Self::Double,
-            "HalfStorage" => Self::Half,
-            "BFloat16Storage" => Self::BFloat16,
-            "LongStorage" => Self::Long,
-            "IntStorage" => Self::Int,
-            "ShortStorage" => Self::Short,
-            "CharStorage" => Self::Char,
-            "ByteStorage" => Self::Byte,
-            "BoolStorage" => Self::Bool,
-            _ => return None,
-        })
+        Self::NAMES
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(k, _)| *k)
+    }
+
+    /// The storage class's name in the `torch` module (`FloatStorage`, …).
+    pub fn global_name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map_or("FloatStorage", |(_, n)| n)
+    }
+
+    /// The storage kind of a libtorch element kind, if `torch.save` has one for it.
+    pub fn from_kind(kind: tch::Kind) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .map(|(k, _)| *k)
+            .find(|k| k.kind() == kind)
     }
 
     /// Bytes per element.
@@ -570,7 +591,7 @@ pub fn unpickle(data: &[u8]) -> Result<Value, PickleError> {
 /// Every other byte is refused with [`PickleError::Opcode`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-enum Opcode {
+pub(super) enum Opcode {
     // framing
     /// `PROTO`: the protocol version (at most 5).
     Proto = 0x80,

@@ -1,6 +1,7 @@
-//! Reader for PyTorch's `torch.save` zip format (PyTorch ≥ 1.6): `<name>/data.pkl` (a pickle
-//! of the state dict, decoded by the safe machine in [`super::pickle`]) and one raw
-//! little-endian file `<name>/data/<key>` per storage.
+//! PyTorch's `torch.save` zip format (PyTorch ≥ 1.6): `<name>/data.pkl` (a pickle of the state
+//! dict, decoded by the safe machine in [`super::pickle`]) and one raw little-endian file
+//! `<name>/data/<key>` per storage. [`read_pt`] reads it; [`write_pt`] writes a state dict the
+//! way `torch.save` does (so that `torch.load`, the official code and model loaders read it).
 
 use std::collections::HashMap;
 use std::io::{Read, Seek};
@@ -8,7 +9,8 @@ use std::path::Path;
 
 use tch::Tensor;
 
-use super::pickle::{unpickle, TensorRef, Value};
+use super::pickle::{unpickle, StorageKind, TensorRef, Value};
+use super::pickler::{state_dict_pickle, TensorEntry};
 use super::CheckpointError;
 use super::StateDict;
 
@@ -244,4 +246,89 @@ fn build_tensor(tref: &TensorRef, storage: &[u8]) -> Result<Tensor, String> {
     flat.f_as_strided(size, stride, offset)
         .and_then(|t| t.f_contiguous())
         .map_err(|e| e.to_string())
+}
+
+/// Storage alignment of `torch.save` (`.storage_alignment`): every record starts at a multiple of
+/// 64 bytes, so that a loader can map the storages in place.
+const ALIGNMENT: u16 = 64;
+
+/// Writes `tensors` as `torch.save(state_dict)` does: a zip archive (entries stored, not
+/// compressed, each aligned to 64 bytes) holding `<name>/data.pkl` ([`state_dict_pickle`]: an
+/// `OrderedDict` in the given order), `.format_version`, `.storage_alignment`, `byteorder`
+/// (`little`), one storage per tensor under `data/<index>`, and `version` (3). `<name>` is the
+/// file's stem. Written atomically: the file appears complete or not at all.
+pub fn write_pt(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), CheckpointError> {
+    let fmt = |msg: String| CheckpointError::Format {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let mut entries = Vec::with_capacity(tensors.len());
+    let mut storages = Vec::with_capacity(tensors.len());
+    for (i, (name, t)) in tensors.iter().enumerate() {
+        let (kind, size, bytes) =
+            super::cpu_bytes(t).map_err(|e| fmt(format!("tensor {name}: {e}")))?;
+        let kind = StorageKind::from_kind(kind).ok_or_else(|| {
+            fmt(format!(
+                "tensor {name}: kind {kind:?} has no torch storage type"
+            ))
+        })?;
+        entries.push(TensorEntry {
+            name: name.clone(),
+            kind,
+            size,
+            storage: i.to_string(),
+        });
+        storages.push(bytes);
+    }
+    let pickle = state_dict_pickle(&entries);
+    let stem: String = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let name = if stem.is_empty() {
+        "archive".to_string()
+    } else {
+        stem
+    };
+    let total: u64 = storages.iter().map(|b| b.len() as u64).sum::<u64>() + pickle.len() as u64;
+    let mut records: Vec<(String, &[u8])> = vec![
+        (format!("{name}/data.pkl"), &pickle),
+        (format!("{name}/.format_version"), b"1"),
+        (format!("{name}/.storage_alignment"), b"64"),
+        (format!("{name}/byteorder"), b"little"),
+    ];
+    for (i, bytes) in storages.iter().enumerate() {
+        records.push((format!("{name}/data/{i}"), bytes));
+    }
+    records.push((format!("{name}/version"), b"3\n"));
+    ipt_degrade::files::write_atomic(path, |tmp| -> std::io::Result<()> {
+        use std::io::Write;
+        let file = std::io::BufWriter::new(std::fs::File::create(tmp)?);
+        let mut zip = zip::ZipWriter::new(file);
+        let options = zip::write::FileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(total >= u64::from(u32::MAX));
+        for (entry, bytes) in &records {
+            zip.start_file_aligned(entry.as_str(), options, ALIGNMENT)
+                .map_err(std::io::Error::other)?;
+            zip.write_all(bytes)?;
+        }
+        zip.finish().map_err(std::io::Error::other)?.flush()
+    })
+    .map_err(|e| match e {
+        ipt_degrade::files::AtomicWriteError::Io { source, .. }
+        | ipt_degrade::files::AtomicWriteError::Write { source, .. } => CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+    })
 }

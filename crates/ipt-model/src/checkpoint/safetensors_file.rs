@@ -206,15 +206,10 @@ pub fn write_safetensors(
     };
     let mut blobs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let t = t.to_device(tch::Device::Cpu).contiguous();
-        let kind = t.kind();
+        let (kind, shape, buf) =
+            super::cpu_bytes(t).map_err(|e| fmt(format!("tensor {name}: {e}")))?;
         let dtype = dtype_of(kind)
             .ok_or_else(|| fmt(format!("tensor {name}: kind {kind:?} cannot be stored")))?;
-        let numel = t.numel();
-        let mut buf = vec![0u8; numel * kind.elt_size_in_bytes()];
-        t.f_copy_data_u8(&mut buf, numel)
-            .map_err(|e| fmt(format!("tensor {name}: {e}")))?;
-        let shape = t.size().iter().map(|&x| x as usize).collect();
         blobs.push((name.clone(), dtype, shape, buf));
     }
     let views = blobs
