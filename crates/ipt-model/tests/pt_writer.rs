@@ -118,3 +118,56 @@ fn export_writes_the_official_layout_of_an_ipt_rs_model() {
     );
     assert!(checkpoint::export_pt(&dir.path().join("x/y.pt"), &vs).is_err());
 }
+
+#[test]
+fn a_missing_tensor_is_named() {
+    let opts = InferOptions {
+        num_heads: Some(2),
+        ..Default::default()
+    };
+    let loaded = checkpoint::load(&fixture("six_task.pt"), Device::Cpu, &opts).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.safetensors");
+    checkpoint::save(&full, &loaded.vs, &loaded.config).unwrap();
+    let sd = checkpoint::read_state_dict(&full).unwrap();
+    for drop in [
+        "head.1.1.body.0.weight",
+        "tail.2.1.weight",
+        "tail.0.0.0.weight",
+        "tail.5.1.bias",
+        "body.encoder.layers.1.linear1.weight",
+        "body.query_embed.weight",
+    ] {
+        let kept: Vec<_> = sd
+            .tensors
+            .iter()
+            .filter(|(k, _)| k != drop)
+            .map(|(k, t)| (k.clone(), t.shallow_clone()))
+            .collect();
+        assert_eq!(kept.len() + 1, sd.tensors.len(), "{drop} is in the file");
+        // without a recorded config (.pt) and with one (safetensors written by ipt-rs)
+        let pt = dir.path().join("missing.pt");
+        pytorch::write_pt(&pt, &kept).unwrap();
+        let st = dir.path().join("missing.safetensors");
+        checkpoint::safetensors_file::write_safetensors(&st, &kept, sd.metadata.clone()).unwrap();
+        for path in [&pt, &st] {
+            let err = checkpoint::load(path, Device::Cpu, &opts)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(drop), "{}: {err}", path.display());
+        }
+    }
+    // a whole head and tail gone from a file whose recorded config has them
+    let kept: Vec<_> = sd
+        .tensors
+        .iter()
+        .filter(|(k, _)| !k.starts_with("tail.5.") && !k.starts_with("head.5."))
+        .map(|(k, t)| (k.clone(), t.shallow_clone()))
+        .collect();
+    let st = dir.path().join("five.safetensors");
+    checkpoint::safetensors_file::write_safetensors(&st, &kept, sd.metadata.clone()).unwrap();
+    let err = checkpoint::load(&st, Device::Cpu, &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("head.5.*, tail.5.*"), "{err}");
+}

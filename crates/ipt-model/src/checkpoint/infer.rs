@@ -17,6 +17,18 @@ pub enum InferError {
     /// The metadata's config describes another network than the file's tensors.
     #[error("metadata `{CONFIG_KEY}` disagrees with the file's tensors: {}", differences(.0))]
     MetadataMismatch(Vec<FieldDifference>),
+    /// The metadata's config has heads/tails or layers whose tensors the file lacks.
+    #[error(
+        "the file lacks the tensors of {} that its metadata `{CONFIG_KEY}` records ({}): a file \
+         cut short or edited",
+        .missing.join(", "), differences(.fields)
+    )]
+    MissingParts {
+        /// Key prefixes of the missing parts (`head.5.*`, `body.encoder.layers.3.*`).
+        missing: Vec<String>,
+        /// The fields that disagree.
+        fields: Vec<FieldDifference>,
+    },
     /// A key needed to infer the config is absent.
     #[error("cannot infer the model config: key {0} is missing")]
     MissingKey(String),
@@ -202,9 +214,40 @@ fn agree(meta: &IptConfig, shapes: &IptConfig) -> Result<(), InferError> {
         );
     }
     if diffs.is_empty() {
-        Ok(())
-    } else {
+        return Ok(());
+    }
+    // parts the metadata records and the tensors lack, named by their keys, when that is all
+    // that differs (heads/tails cut off the end, or layers)
+    let only_counts = diffs
+        .iter()
+        .all(|d| d.field == "scales" || d.field == "num_layers")
+        && meta.scales.starts_with(&shapes.scales)
+        && meta.num_layers >= shapes.num_layers;
+    if !only_counts {
+        return Err(InferError::MetadataMismatch(diffs));
+    }
+    let mut missing: Vec<String> = (shapes.scales.len()..meta.scales.len())
+        .flat_map(|i| [format!("head.{i}.*"), format!("tail.{i}.*")])
+        .collect();
+    missing.extend((shapes.num_layers..meta.num_layers).flat_map(|i| {
+        [
+            format!("body.encoder.layers.{i}.*"),
+            format!("body.decoder.layers.{i}.*"),
+        ]
+    }));
+    const SHOWN: usize = 6;
+    if missing.len() > SHOWN {
+        let more = missing.len() - SHOWN;
+        missing.truncate(SHOWN);
+        missing.push(format!("{more} more"));
+    }
+    if missing.is_empty() {
         Err(InferError::MetadataMismatch(diffs))
+    } else {
+        Err(InferError::MissingParts {
+            missing,
+            fields: diffs,
+        })
     }
 }
 
