@@ -13,6 +13,8 @@ pub enum Failure {
     PeerLost,
     /// Nothing happened within the timeout (a peer stopped, hung or never came).
     Timeout,
+    /// The rendezvous port is taken on rank 0's machine (another run or program listens on it).
+    PortInUse,
     /// The rendezvous store failed (rank 0, which hosts it, is unreachable).
     Store,
     /// Anything else (bad arguments, backend errors).
@@ -24,6 +26,10 @@ impl fmt::Display for Failure {
         f.write_str(match self {
             Failure::PeerLost => "a peer was lost",
             Failure::Timeout => "timed out",
+            Failure::PortInUse => {
+                "the rendezvous port is already in use on this machine (another run or program \
+                 listens on it; choose a free one with MASTER_PORT or --master-port)"
+            }
             Failure::Store => "the rendezvous store failed",
             Failure::Other => "error",
         })
@@ -155,7 +161,9 @@ impl DistError {
 /// "Connection reset by peer") and a silent one as "Timed out"; the store's errors are their own class.
 pub(crate) fn classify(e: &CxxError) -> Failure {
     let m = e.message.to_ascii_lowercase();
-    if m.contains("timed out") || m.contains("timeout") {
+    if m.contains("eaddrinuse") || m.contains("address already in use") {
+        Failure::PortInUse
+    } else if m.contains("timed out") || m.contains("timeout") {
         Failure::Timeout
     } else if m.contains("closed by peer")
         || m.contains("reset by peer")
@@ -230,6 +238,15 @@ mod tests {
         assert_eq!(
             classify(&cxx(CxxErrorKind::Store, "store gone")),
             Failure::Store
+        );
+        // c10d's TCPStore when MASTER_PORT is taken: a network error, but no peer is involved
+        assert_eq!(
+            classify(&cxx(
+                CxxErrorKind::Network,
+                "The server socket has failed to listen on any local network address. port: 29500, \
+                 useIpv6: false, code: -98, name: EADDRINUSE, message: address already in use"
+            )),
+            Failure::PortInUse
         );
         assert_eq!(
             classify(&cxx(CxxErrorKind::Other, "bad shape")),

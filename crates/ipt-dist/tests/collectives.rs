@@ -105,6 +105,31 @@ fn a_stopped_rank_times_out_the_survivor() {
 }
 
 #[test]
+fn a_busy_rendezvous_port_is_reported_as_such() {
+    // another program already listens on MASTER_PORT: rank 0 cannot host the store there
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut rank0 = Rank::spawn(rank_cmd(
+        check(),
+        &[],
+        0,
+        2,
+        "127.0.0.1",
+        port,
+        &["--timeout", "2"],
+    ));
+    let (status, out) = rank0.finish(Duration::from_secs(60));
+    assert!(
+        status.is_some_and(|s| s.code() == Some(1)),
+        "{status:?}:\n{out}"
+    );
+    assert!(
+        out.contains("already in use") && !out.contains("a peer was lost"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_rank_whose_peers_never_come_fails_to_connect_within_the_timeout() {
     // rank 1 alone: the store on rank 0 never appears
     let port = free_port();
