@@ -342,6 +342,12 @@ pub(crate) fn decode_dynamic<R: BufRead + Seek>(
         });
     }
     reader.rewind().map_err(io_err)?;
+    if format == image::ImageFormat::Tiff {
+        if let Some(found) = guarded(path, || grey_float_tiff(&mut reader, path, limits))?? {
+            return Ok(found);
+        }
+        reader.rewind().map_err(io_err)?;
+    }
     let mut reader = ImageReader::new(reader);
     reader.set_format(format);
     // The decoders' budget: the pixels (checked below from the header) plus their working
@@ -380,6 +386,60 @@ pub(crate) fn decode_dynamic<R: BufRead + Seek>(
         Ok((img, metadata))
     })?
     .map_err(decode_err)
+}
+
+/// A grey TIFF of 32-bit float samples, which the `image` crate does not decode: read with the
+/// `tiff` crate within `limits` into 16-bit grey (`v · 65535`, rounded, clamped to 0–1 first, as
+/// the RGB float files are), its orientation tag applied. `None` for every other TIFF (the
+/// `image` crate decodes those).
+fn grey_float_tiff<R: std::io::Read + Seek>(
+    reader: &mut R,
+    path: &Path,
+    limits: &ImageLimits,
+) -> Result<Option<(DynamicImage, Metadata)>, DegradeError> {
+    use tiff::decoder::{Decoder, DecodingResult};
+    let decode_err = |e: tiff::TiffError| DegradeError::Decode {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let Ok(mut decoder) = Decoder::new(&mut *reader) else {
+        return Ok(None);
+    };
+    if !matches!(decoder.colortype(), Ok(tiff::ColorType::Gray(32))) {
+        return Ok(None);
+    }
+    let (w, h) = decoder.dimensions().map_err(decode_err)?;
+    limits.check(path, (w, h), u64::from(w) * u64::from(h) * 4)?;
+    let mut tiff_limits = tiff::decoder::Limits::default();
+    tiff_limits.decoding_buffer_size = usize::try_from(limits.max_bytes).unwrap_or(usize::MAX);
+    let mut decoder = decoder.with_limits(tiff_limits);
+    let orientation = decoder
+        .find_tag(tiff::tags::Tag::Orientation)
+        .ok()
+        .flatten()
+        .and_then(|v| v.into_u16().ok())
+        .and_then(|v| image::metadata::Orientation::from_exif(v.min(255) as u8))
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let DecodingResult::F32(values) = decoder.read_image().map_err(decode_err)? else {
+        return Ok(None); // 32-bit integer grey: left to the `image` crate's answer
+    };
+    let levels: Vec<u16> = values
+        .iter()
+        .map(|&v| (f64::from(v.clamp(0.0, 1.0)) * 65535.0).round() as u16)
+        .collect();
+    let Some(buffer) = image::ImageBuffer::<image::Luma<u16>, _>::from_raw(w, h, levels) else {
+        return Err(DegradeError::Decode {
+            path: path.to_path_buf(),
+            reason: format!("a {w}×{h} grey float image with {} samples", values.len()),
+        });
+    };
+    let mut img = DynamicImage::ImageLuma16(buffer);
+    img.apply_orientation(orientation);
+    let metadata = Metadata {
+        orientation: orientation.to_exif(),
+        ..Metadata::default()
+    };
+    Ok(Some((img, metadata)))
 }
 
 /// Runs the third-party decoder code in `f`, turning a panic into a decode error. Decoders are

@@ -281,3 +281,43 @@ fn the_zune_jpeg_avx2_panic_is_a_decode_error() {
         );
     }
 }
+
+#[test]
+fn grey_float_tiffs_read_as_sixteen_bit_grey() {
+    use tiff::encoder::{colortype, TiffEncoder};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grey_f32.tif");
+    let (w, h) = (7u32, 5u32);
+    // values across 0–1, plus one above 1 (clamped) and one below 0
+    let mut values: Vec<f32> = (0..w * h).map(|i| i as f32 / (w * h - 1) as f32).collect();
+    values[3] = 1.5;
+    values[4] = -0.25;
+    let file = std::fs::File::create(&path).unwrap();
+    TiffEncoder::new(file)
+        .unwrap()
+        .write_image::<colortype::Gray32Float>(w, h, &values)
+        .unwrap();
+    let img = ipt_degrade::io::read_image_with(&path, ipt_degrade::io::Channels::Native).unwrap();
+    assert_eq!(img.dim(), (1, h as usize, w as usize));
+    for (i, &v) in values.iter().enumerate() {
+        let want = f64::from(v.clamp(0.0, 1.0)) * 255.0;
+        let got = f64::from(img[[0, i / w as usize, i % w as usize]]);
+        assert!(
+            (got - want).abs() <= 255.0 / 65535.0,
+            "sample {i}: {got} vs {want}"
+        );
+    }
+    let photo =
+        ipt_degrade::photo::read_photo(&path, &ipt_degrade::io::ImageLimits::default()).unwrap();
+    assert!(photo.is_grey() && photo.bits == 16 && photo.alpha.is_none());
+    // the limits apply before decoding
+    let small = ipt_degrade::io::ImageLimits {
+        max_pixels: 10,
+        ..Default::default()
+    };
+    let e = ipt_degrade::photo::read_photo(&path, &small).unwrap_err();
+    assert!(
+        matches!(e, ipt_degrade::DegradeError::TooLarge { .. }),
+        "{e}"
+    );
+}
