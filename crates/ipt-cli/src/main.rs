@@ -15,7 +15,7 @@ mod serve;
 mod signals;
 mod train;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -56,9 +56,37 @@ enum Command {
     BenchSpeed(dev::speed::Args),
 }
 
+/// The command line, with every option that takes a value accepting a negative number as that
+/// value (`--outscale -2` is refused by the option's own range check, in words), instead of
+/// clap's tip to write `-- -2`, which would turn the number into an input path.
+fn command() -> clap::Command {
+    let negatives = |a: clap::Arg| {
+        if a.get_action().takes_values() {
+            a.allow_negative_numbers(true)
+        } else {
+            a
+        }
+    };
+    Cli::command().mut_subcommands(move |sc| sc.mut_args(negatives))
+}
+
+/// Parses `args` with [`command`].
+fn parse<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let matches = command().try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
+}
+
 fn main() -> std::process::ExitCode {
     ipt_model::device::init_cuda();
-    match run(Cli::parse()) {
+    let cli = match parse(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", report(&e));
@@ -103,6 +131,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn negative_numbers_reach_the_range_checks() {
+        let err = |args: &[&str]| match parse(args) {
+            Ok(_) => panic!("{args:?} parsed"),
+            Err(e) => e.to_string(),
+        };
+        let e = err(&[
+            "ipt",
+            "restore",
+            "-n",
+            "m",
+            "--outscale",
+            "-2",
+            "a.png",
+            "-o",
+            "o",
+        ]);
+        assert!(e.contains("above 0") && !e.contains("-- -2"), "{e}");
+        let e = err(&[
+            "ipt",
+            "restore",
+            "-n",
+            "m",
+            "--crop-batch",
+            "-3",
+            "a.png",
+            "-o",
+            "o",
+        ]);
+        assert!(e.contains("-3") && !e.contains("-- -3"), "{e}");
+        let e = err(&[
+            "ipt",
+            "bench-denoise",
+            "--model",
+            "identity",
+            "--sigmas",
+            "-5",
+        ]);
+        assert!(
+            e.contains("-5") && !e.contains("unexpected argument"),
+            "{e}"
+        );
+        // flags are still flags
+        assert!(parse(["ipt", "restore", "-n", "m", "-r", "a", "-o", "o"]).is_ok());
+    }
 
     #[test]
     fn a_cause_the_message_already_says_is_not_repeated() {
