@@ -8,6 +8,7 @@ mod bench;
 mod checkpoint_cmds;
 mod dev;
 mod doctor;
+mod panics;
 mod plot_points;
 mod plot_runs;
 mod restore;
@@ -86,11 +87,16 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    match run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
+    panics::install();
+    match panics::run(|| run(cli)) {
+        Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("{}", report(&e));
             std::process::ExitCode::FAILURE
+        }
+        Err(crash) => {
+            eprintln!("{crash}");
+            std::process::ExitCode::from(crash.exit_status())
         }
     }
 }

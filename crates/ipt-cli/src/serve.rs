@@ -168,16 +168,20 @@ impl Server {
                     job.input.take(),
                 )
             };
-            let outcome = input
-                .ok_or_else(|| "no input".to_string())
-                .and_then(|bytes| {
-                    let key = (model.name.to_string(), task.clone());
-                    if !opened.contains_key(&key) {
-                        opened.insert(key.clone(), self.open(model, task.as_deref())?);
-                    }
-                    let job = &opened[&key];
-                    self.restore(id, job, &bytes, &name)
-                });
+            // a panic (libtorch out of memory, or a bug) fails this job, not the worker
+            let outcome = crate::panics::run(|| {
+                input
+                    .ok_or_else(|| "no input".to_string())
+                    .and_then(|bytes| {
+                        let key = (model.name.to_string(), task.clone());
+                        if !opened.contains_key(&key) {
+                            opened.insert(key.clone(), self.open(model, task.as_deref())?);
+                        }
+                        let job = &opened[&key];
+                        self.restore(id, job, &bytes, &name)
+                    })
+            })
+            .unwrap_or_else(|crash| Err(crash.to_string()));
             let mut jobs = self.jobs();
             if let Some(job) = jobs.all.get_mut(&id) {
                 match outcome {

@@ -176,3 +176,43 @@ fn a_zero_noise_level_is_refused_instead_of_scoring_infinity() {
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(e.contains("--sigmas") && e.contains("1..=255"), "{e}");
 }
+
+#[test]
+fn an_allocation_libtorch_cannot_make_is_a_memory_error_in_words() {
+    // --memory-limit overrides the planning check, so the network itself runs out of address
+    // space (an 1800×1800 input at ×2 under `ulimit -v` of 1.6 GB): libtorch's allocator fails
+    // inside a convolution, which tch turns into a panic. It must end as an error that says
+    // memory and names the knobs, with status 1, not a panic dump.
+    let dir = tempfile::tempdir().unwrap();
+    let weights = tiny(dir.path());
+    let (w, h) = (1800usize, 1800usize);
+    let img =
+        ndarray::Array3::from_shape_fn((3, h, w), |(c, y, x)| ((x * 7 + y * 3 + c) % 251) as f32);
+    ipt_degrade::io::write_png(&dir.path().join("big.png"), &img).unwrap();
+    drop(img);
+    let o = ipt_in(
+        dir.path(),
+        "ulimit -v 1600000;",
+        &[
+            "restore",
+            "-n",
+            weights.to_str().unwrap(),
+            "--memory-limit",
+            "100",
+            "--crop-batch",
+            "4096",
+            "big.png",
+            "-o",
+            "o",
+        ],
+    );
+    assert_clear_failure(
+        &o,
+        &["not enough memory", "can't allocate memory", "--crop-batch"],
+    );
+    assert!(
+        !stderr(&o).contains("frame #"),
+        "no C++ stack frames:\n{}",
+        stderr(&o)
+    );
+}
