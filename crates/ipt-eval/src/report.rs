@@ -207,35 +207,45 @@ fn create_parent(path: &Path) -> Result<(), BenchError> {
     }
 }
 
-/// Writes the JSON summary (pretty-printed) to `path`, creating its folder.
+/// Writes the JSON summary (pretty-printed) to `path`, creating its folder, atomically.
 pub fn write_json(path: &Path, report: &BenchReport) -> Result<(), BenchError> {
     create_parent(path)?;
     let text = serde_json::to_string_pretty(report).map_err(|e| BenchError::Encode {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    std::fs::write(path, text + "\n").map_err(|source| BenchError::Write {
-        path: path.to_path_buf(),
-        source,
+    write_file(path, (text + "\n").as_bytes())
+}
+
+/// Writes `bytes` to `path` atomically (an interrupted run leaves the old file or none, never a
+/// truncated one).
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BenchError> {
+    ipt_degrade::files::write_bytes_atomic(path, bytes).map_err(|e| match e {
+        ipt_degrade::files::AtomicWriteError::Io { source, .. }
+        | ipt_degrade::files::AtomicWriteError::Write { source, .. } => BenchError::Write {
+            path: path.to_path_buf(),
+            source,
+        },
     })
 }
 
 /// Writes the per-image rows as CSV (header `set,scale,sigma,image,height,width,psnr_y,
-/// ssim_y,psnr_rgb,seconds`; absent values are empty fields).
+/// ssim_y,psnr_rgb,seconds`; absent values are empty fields), atomically.
 pub fn write_csv(path: &Path, rows: &[ImageResult]) -> Result<(), BenchError> {
     create_parent(path)?;
     let encode = |e: csv::Error| BenchError::Encode {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    let mut writer = csv::Writer::from_path(path).map_err(encode)?;
+    let mut writer = csv::Writer::from_writer(Vec::new());
     for row in rows {
         writer.serialize(row).map_err(encode)?;
     }
-    writer.flush().map_err(|source| BenchError::Write {
+    let bytes = writer.into_inner().map_err(|e| BenchError::Encode {
         path: path.to_path_buf(),
-        source,
-    })
+        reason: e.to_string(),
+    })?;
+    write_file(path, &bytes)
 }
 
 fn fmt_psnr(v: Option<f64>) -> String {
