@@ -44,6 +44,18 @@ fn quick_run_measures_every_row() {
     for r in rows {
         let value = r["value"].as_f64().unwrap();
         assert!(value.is_finite() && value > 0.0, "{r}");
+        // network rows carry their achieved GMAC/s (rate × MACs), the others none
+        let work = r["work"].as_str().unwrap();
+        let network = work.starts_with("restore") || work.starts_with("train");
+        assert_eq!(r["gmac_per_s"].is_f64(), network, "{r}");
+        if work == "restore tiny ×2, exact chop" {
+            let macs = ipt_model::cost::forward_macs(&ipt_model::IptConfig::tiny(&[2]), 0).unwrap();
+            let g = r["gmac_per_s"].as_f64().unwrap();
+            assert!(
+                (g - value * macs as f64 / 1e9).abs() < 1e-9 * g.max(1.0),
+                "{r}"
+            );
+        }
     }
 }
 

@@ -10,6 +10,8 @@
 //!   `attention.rs`, `tail.rs`, with `common.rs` for the shared convolution blocks.
 //! - [`device`] and [`memory`]: the machine a job runs on (CUDA, `--device`, bf16 autocast;
 //!   the memory still available).
+//! - [`cost`]: the multiply-accumulates of one window (what a speed is compared with the
+//!   hardware's peak by).
 //! - [`checkpoint`]: official PyTorch `.pt` files (read with a small, safe pickle reader) and
 //!   `.safetensors` files carrying the config in their metadata.
 
@@ -29,6 +31,7 @@ pub mod checkpoint;
 pub mod chop;
 pub mod config;
 pub mod convert;
+pub mod cost;
 pub mod device;
 pub mod ensemble;
 pub mod error;

@@ -71,6 +71,9 @@ struct Row {
     unit: &'static str,
     /// How: sizes, settings.
     detail: String,
+    /// Multiply-accumulates per second the row achieved (network rows only:
+    /// [`ipt_model::cost`]).
+    gmac_per_s: Option<f64>,
 }
 
 /// What the figures were measured on.
@@ -82,6 +85,47 @@ struct Header {
     cpu: String,
     intra_op_threads: i32,
     data_images: String,
+    /// The CPU's FP32 peak in GMAC/s for the intra-op threads, and how it was estimated.
+    fp32_peak: Option<Peak>,
+}
+
+/// The FP32 multiply-accumulate peak of the CPU threads a row may use.
+#[derive(Debug, Clone, Serialize)]
+struct Peak {
+    /// GMAC/s.
+    gmac_per_s: f64,
+    /// How: threads × FMA lanes per cycle × clock.
+    how: String,
+}
+
+/// The FP32 peak of `threads` cores of this CPU, from `/proc/cpuinfo`: two FMA units per core
+/// (every x86 core with AVX2 since Haswell and Zen 2 has two), 8 lanes each with AVX2, 16 with
+/// AVX-512, at the clock the kernel reports. `None` off Linux/x86 or without FMA.
+fn fp32_peak(threads: i32) -> Option<Peak> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|v| v.trim().to_string())
+    };
+    let flags = field("flags")?;
+    let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+    let (lanes, isa) = if has("avx512f") {
+        (32, "AVX-512")
+    } else if has("avx2") && has("fma") {
+        (16, "AVX2 + FMA")
+    } else {
+        return None;
+    };
+    let ghz = field("cpu MHz")?.parse::<f64>().ok()? / 1e3;
+    let threads = threads.max(1) as f64;
+    Some(Peak {
+        gmac_per_s: threads * f64::from(lanes) * ghz,
+        how: format!(
+            "{threads} threads × {lanes} FMA lanes per cycle ({isa}, two FMA units) × {ghz:.2} GHz"
+        ),
+    })
 }
 
 #[derive(Serialize)]
@@ -104,6 +148,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cpu: cpu_model(),
         intra_op_threads: tch::get_num_threads(),
         data_images: describe(&images),
+        fp32_peak: if device.is_cuda() {
+            None
+        } else {
+            fp32_peak(tch::get_num_threads())
+        },
     };
     let bench = Bench {
         seconds: args.seconds,
@@ -177,14 +226,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// The Markdown table.
 fn markdown(r: &Report) -> String {
     let h = &r.header;
+    let peak = h.fp32_peak.as_ref();
     let mut s = format!(
-        "ipt-rs {}, libtorch {}\ndevice {}, CPU {}, {} intra-op threads\ndata-pipeline images: {}\n\n\
-         | work | rate | unit | how |\n|---|---:|---|---|\n",
-        h.ipt_rs, h.libtorch, h.device, h.cpu, h.intra_op_threads, h.data_images
+        "ipt-rs {}, libtorch {}\ndevice {}, CPU {}, {} intra-op threads\nFP32 peak: {}\n\
+         data-pipeline images: {}\n\n\
+         | work | rate | unit | GMAC/s (of peak) | how |\n|---|---:|---|---:|---|\n",
+        h.ipt_rs,
+        h.libtorch,
+        h.device,
+        h.cpu,
+        h.intra_op_threads,
+        peak.map_or("unknown".to_string(), |p| format!(
+            "{:.0} GMAC/s = {}",
+            p.gmac_per_s, p.how
+        )),
+        h.data_images
     );
     for row in &r.rows {
+        let achieved = match (row.gmac_per_s, peak) {
+            (Some(g), Some(p)) => format!("{} ({:.0} %)", figure(g), 100.0 * g / p.gmac_per_s),
+            (Some(g), None) => figure(g),
+            (None, _) => String::new(),
+        };
         s += &format!(
-            "| {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {achieved} | {} |\n",
             row.work,
             figure(row.value),
             row.unit,
@@ -338,6 +403,7 @@ impl Bench {
             ),
             value: rate,
             unit: "windows/s",
+            gmac_per_s: ipt_model::cost::forward_macs(cfg, 0).map(|m| rate * m as f64 / 1e9),
             detail: format!(
                 "{side}×{side} input, {windows} windows of {p}×{p}, {c} per call, {t:.2} s per \
                  image{delta}",
@@ -383,6 +449,7 @@ impl Bench {
             hr,
         };
         let params = engine.parameter_count();
+        let macs = ipt_model::cost::train_macs_per_patch(&network, 0);
         let mut step = 0;
         let rate = self.rate(|| {
             engine.step(&batch_in, step, false)?;
@@ -401,8 +468,10 @@ impl Bench {
             ),
             value: rate,
             unit: "patches/s",
+            gmac_per_s: macs.map(|m| rate * m as f64 / 1e9),
             detail: format!(
-                "sr2 step (fwd, loss, bwd, clip, Adam), batch {batch} of 48², {:.2} M parameters",
+                "sr2 step (fwd, loss, bwd, clip, Adam), batch {batch} of 48², {:.2} M parameters; \
+                 GMAC/s counts 3 forward passes per patch",
                 params as f64 / 1e6
             ),
         })
@@ -424,6 +493,7 @@ impl Bench {
             work: "decode training images".into(),
             value: rate,
             unit: "images/s",
+            gmac_per_s: None,
             detail: format!(
                 "one thread, mean {:.2} MP per image",
                 pixels as f64 / i.max(1) as f64 / 1e6
@@ -444,6 +514,7 @@ impl Bench {
             work: format!("synthesize {task}"),
             value: rate,
             unit: "patches/s",
+            gmac_per_s: None,
             detail: format!("one thread, HR crop {0}×{0} → LR 48×48", task.hr_patch(48)),
         })
     }
@@ -489,6 +560,7 @@ impl Bench {
             ),
             value: rate,
             unit: "patches/s",
+            gmac_per_s: None,
             detail: format!(
                 "one worker, batches of {batch}{}",
                 if skipped > 0 {
@@ -511,6 +583,7 @@ impl Bench {
             work: format!("bicubic ↓4 (MATLAB imresize), {}", threads()),
             value: rate * 1024.0 * 1024.0 / 1e6,
             unit: "MP/s",
+            gmac_per_s: None,
             detail: format!("1024² RGB, {:.2} ms per image", 1e3 / rate),
         })
     }
@@ -526,6 +599,7 @@ impl Bench {
             work: format!("SSIM-Y, {}", threads()),
             value: rate * 1024.0 * 1024.0 / 1e6,
             unit: "MP/s",
+            gmac_per_s: None,
             detail: format!("1024² RGB pair, {:.2} ms per pair", 1e3 / rate),
         })
     }
