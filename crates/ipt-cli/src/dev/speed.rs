@@ -49,6 +49,20 @@ pub struct Args {
     /// Print JSON instead of the Markdown table.
     #[arg(long)]
     json: bool,
+    /// CPU clock for the FP32 peak, in GHz [default: what /proc/cpuinfo reports; a virtual
+    /// machine often reports its nominal clock, below the boost clock the cores run at].
+    #[arg(long, value_name = "GHZ", value_parser = parse_ghz)]
+    cpu_ghz: Option<f64>,
+}
+
+/// `--cpu-ghz`: a clock between 0.1 and 10 GHz.
+fn parse_ghz(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if (0.1..=10.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "--cpu-ghz takes a clock in GHz between 0.1 and 10, not {s:?}"
+        )),
+    }
 }
 
 /// The name of a preset in row titles.
@@ -99,9 +113,11 @@ struct Peak {
 }
 
 /// The FP32 peak of `threads` cores of this CPU, from `/proc/cpuinfo`: two FMA units per core
-/// (every x86 core with AVX2 since Haswell and Zen 2 has two), 8 lanes each with AVX2, 16 with
-/// AVX-512, at the clock the kernel reports. `None` off Linux/x86 or without FMA.
-fn fp32_peak(threads: i32) -> Option<Peak> {
+/// (every x86 core with AVX2 since Haswell and Zen 2 has two) of 8 lanes (256 bits), or of 16
+/// lanes with AVX-512 on Intel; AMD's Zen 4 and 5 run AVX-512 through their 256-bit units, so
+/// they count 16 lanes a cycle too. At the clock the kernel reports (boost clocks are higher).
+/// `None` off Linux/x86 or without FMA.
+fn fp32_peak(threads: i32, clock: Option<f64>) -> Option<Peak> {
     let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
     let field = |name: &str| {
         info.lines()
@@ -111,19 +127,29 @@ fn fp32_peak(threads: i32) -> Option<Peak> {
     };
     let flags = field("flags")?;
     let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-    let (lanes, isa) = if has("avx512f") {
+    let amd = field("vendor_id").is_some_and(|v| v == "AuthenticAMD");
+    let (lanes, isa) = if has("avx512f") && !amd {
         (32, "AVX-512")
+    } else if has("avx512f") {
+        (16, "AVX-512 on 256-bit units")
     } else if has("avx2") && has("fma") {
         (16, "AVX2 + FMA")
     } else {
         return None;
     };
-    let ghz = field("cpu MHz")?.parse::<f64>().ok()? / 1e3;
+    let (ghz, source) = match clock {
+        Some(ghz) => (ghz, "given with --cpu-ghz"),
+        None => (
+            field("cpu MHz")?.parse::<f64>().ok()? / 1e3,
+            "as /proc/cpuinfo reports it",
+        ),
+    };
     let threads = threads.max(1) as f64;
     Some(Peak {
         gmac_per_s: threads * f64::from(lanes) * ghz,
         how: format!(
-            "{threads} threads × {lanes} FMA lanes per cycle ({isa}, two FMA units) × {ghz:.2} GHz"
+            "{threads} threads × {lanes} FMA lanes per cycle ({isa}, two FMA units) × {ghz:.2} GHz \
+             ({source})"
         ),
     })
 }
@@ -151,7 +177,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         fp32_peak: if device.is_cuda() {
             None
         } else {
-            fp32_peak(tch::get_num_threads())
+            fp32_peak(tch::get_num_threads(), args.cpu_ghz)
         },
     };
     let bench = Bench {
