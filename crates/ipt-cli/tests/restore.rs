@@ -1,7 +1,9 @@
 //! End to end: `ipt restore` on a tiny random checkpoint that the test writes itself.
 
+mod common;
+use common::{ipt, s, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use ipt_degrade::io::{read_image, write_png};
 use ipt_degrade::Image;
@@ -12,22 +14,6 @@ use ipt_model::restore::{restore_image, RestoreOptions};
 use ipt_model::{Ipt, IptConfig};
 use ndarray::Array3;
 use tch::{nn, Device};
-
-fn ipt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ipt"))
-        .args(args)
-        .output()
-        .expect("running the ipt binary")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// A deterministic test picture with values on 0..255 (integers, as a PNG holds them).
 fn picture(h: usize, w: usize, seed: usize) -> Image {
@@ -46,10 +32,6 @@ fn write_checkpoint_with(path: &Path, cfg: IptConfig) {
     let vs = nn::VarStore::new(Device::Cpu);
     let _model = Ipt::new(&vs.root(), &cfg).unwrap();
     checkpoint::save(path, &vs, &cfg).unwrap();
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

@@ -3,8 +3,10 @@
 //! field's conventions (-i/-o/-s, --suffix, --ext, --quality, --recursive, --skip-existing,
 //! names that differ only in extension, shipped models by name).
 
+mod common;
+use common::{ipt, s, text};
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use image::ImageDecoder;
 use ipt_degrade::io::{quantize_u16, read_image, Metadata};
@@ -16,26 +18,6 @@ use ipt_model::restore::{restore_image, RestoreOptions};
 use ipt_model::{Ipt, IptConfig};
 use ndarray::Array3;
 use tch::{nn, Device};
-
-fn ipt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ipt"))
-        .args(args)
-        .output()
-        .expect("running the ipt binary")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn plane(c: usize, h: usize, w: usize, seed: usize) -> Image {
     Array3::from_shape_fn((c, h, w), |(ch, y, x)| {
