@@ -330,25 +330,40 @@ async fn models() -> Response {
         .map(|m| ModelInfo {
             name: m.name,
             about: m.about,
-            tasks: model_tasks(m),
+            tasks: model_tasks(m).to_vec(),
             best_for: m.best_for,
         })
         .collect();
     Json(list).into_response()
 }
 
-/// The task names of a shipped model's heads (from its recorded config).
-fn model_tasks(m: &ShippedModel) -> Vec<String> {
-    let Ok(sd) = ipt_model::checkpoint::read_state_dict_bytes(m.bytes, &m.path()) else {
-        return Vec::new();
-    };
-    let Ok(config) = ipt_model::checkpoint::infer_config(&sd, &InferOptions::default()) else {
-        return Vec::new();
-    };
-    let map = config.task_map();
-    map.heads()
-        .filter_map(|h| h.task.map(|t| t.name().to_string()))
-        .collect()
+/// The task names of a shipped model's heads (from its recorded config), read from its weights
+/// once per process: the model list and every upload ask for them.
+fn model_tasks(m: &ShippedModel) -> &'static [String] {
+    static TASKS: std::sync::OnceLock<HashMap<&'static str, Vec<String>>> =
+        std::sync::OnceLock::new();
+    let all = TASKS.get_or_init(|| {
+        SHIPPED
+            .iter()
+            .map(|m| {
+                let tasks = ipt_model::checkpoint::read_state_dict_bytes(m.bytes, &m.path())
+                    .ok()
+                    .and_then(|sd| {
+                        ipt_model::checkpoint::infer_config(&sd, &InferOptions::default()).ok()
+                    })
+                    .map(|config| {
+                        config
+                            .task_map()
+                            .heads()
+                            .filter_map(|h| h.task.map(|t| t.name().to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (m.name, tasks)
+            })
+            .collect()
+    });
+    all.get(m.name).map_or(&[], Vec::as_slice)
 }
 
 #[derive(Deserialize)]

@@ -129,6 +129,15 @@ pub enum AtomicWriteError<E: std::fmt::Display + std::fmt::Debug> {
     },
 }
 
+impl AtomicWriteError<std::io::Error> {
+    /// The I/O error behind either variant (a writer of plain bytes fails only with one).
+    pub fn into_io_error(self) -> std::io::Error {
+        match self {
+            AtomicWriteError::Io { source, .. } | AtomicWriteError::Write { source, .. } => source,
+        }
+    }
+}
+
 /// Write `path` atomically: `write` fills a fresh temporary file in the same folder (given by
 /// path; its name ends with `path`'s extension so format-sniffing writers work), which is then
 /// fsynced and renamed onto `path`; the folder is fsynced last. A crash at any moment leaves

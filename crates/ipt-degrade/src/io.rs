@@ -139,13 +139,21 @@ pub fn read_image_with(path: &Path, channels: Channels) -> Result<Image, Degrade
 /// Reads an image file with explicit channels and limits. An image over the limits is refused
 /// from its header with [`DegradeError::TooLarge`], before its pixels are decoded.
 pub fn read_image_with_options(path: &Path, options: &ReadOptions) -> Result<Image, DegradeError> {
+    let (reader, len) = open_image(path)?;
+    decode(reader, len, path, options)
+}
+
+/// A regular file opened for decoding ([`crate::files::open_regular`]), buffered, with its length.
+pub(crate) fn open_image(
+    path: &Path,
+) -> Result<(std::io::BufReader<std::fs::File>, u64), DegradeError> {
     let io_err = |source| DegradeError::Io {
         path: path.to_path_buf(),
         source,
     };
     let file = crate::files::open_regular(path).map_err(io_err)?;
     let len = file.metadata().map_err(io_err)?.len();
-    decode(std::io::BufReader::new(file), len, path, options)
+    Ok((std::io::BufReader::new(file), len))
 }
 
 /// Width and height from an image file's header, without decoding its pixels: only regular
@@ -153,13 +161,8 @@ pub fn read_image_with_options(path: &Path, options: &ReadOptions) -> Result<Ima
 /// chunks are checked first ([`crate::png_metadata`]), so a header read is as bounded as a
 /// decode.
 pub fn read_header_size(path: &Path) -> Result<(u32, u32), DegradeError> {
-    let io_err = |source| DegradeError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = crate::files::open_regular(path).map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len();
-    header_size(std::io::BufReader::new(file), len, path)
+    let (reader, len) = open_image(path)?;
+    header_size(reader, len, path)
 }
 
 /// [`read_header_size`] of a file held in memory; `name` only labels errors.

@@ -70,13 +70,8 @@ pub fn luma(img: &Image) -> Image {
 /// Reads an image file as a [`Photo`] within `limits` (refused from its header when larger,
 /// as every reader of the workspace does).
 pub fn read_photo(path: &Path, limits: &ImageLimits) -> Result<Photo, DegradeError> {
-    let io_err = |source| DegradeError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = crate::files::open_regular(path).map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len();
-    decode_photo(std::io::BufReader::new(file), len, path, limits)
+    let (reader, len) = crate::io::open_image(path)?;
+    decode_photo(reader, len, path, limits)
 }
 
 /// [`read_photo`] of a file held in memory; `name` only labels errors.

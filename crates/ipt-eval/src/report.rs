@@ -220,12 +220,9 @@ pub fn write_json(path: &Path, report: &BenchReport) -> Result<(), BenchError> {
 /// Writes `bytes` to `path` atomically (an interrupted run leaves the old file or none, never a
 /// truncated one).
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BenchError> {
-    ipt_degrade::files::write_bytes_atomic(path, bytes).map_err(|e| match e {
-        ipt_degrade::files::AtomicWriteError::Io { source, .. }
-        | ipt_degrade::files::AtomicWriteError::Write { source, .. } => BenchError::Write {
-            path: path.to_path_buf(),
-            source,
-        },
+    ipt_degrade::files::write_bytes_atomic(path, bytes).map_err(|e| BenchError::Write {
+        path: path.to_path_buf(),
+        source: e.into_io_error(),
     })
 }
 

@@ -324,11 +324,8 @@ pub fn write_pt(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), Checkpo
         }
         zip.finish().map_err(std::io::Error::other)?.flush()
     })
-    .map_err(|e| match e {
-        ipt_degrade::files::AtomicWriteError::Io { source, .. }
-        | ipt_degrade::files::AtomicWriteError::Write { source, .. } => CheckpointError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
+    .map_err(|e| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source: e.into_io_error(),
     })
 }

@@ -229,11 +229,8 @@ pub fn write_safetensors(
     metadata.insert(CHECKSUM_KEY.to_string(), sum);
     let bytes = safetensors::serialize(views, &Some(metadata))
         .map_err(|e| fmt(format!("cannot serialise the tensors: {e}")))?;
-    ipt_degrade::files::write_bytes_atomic(path, &bytes).map_err(|e| match e {
-        ipt_degrade::files::AtomicWriteError::Io { source, .. }
-        | ipt_degrade::files::AtomicWriteError::Write { source, .. } => CheckpointError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
+    ipt_degrade::files::write_bytes_atomic(path, &bytes).map_err(|e| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source: e.into_io_error(),
     })
 }
