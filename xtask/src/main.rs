@@ -71,6 +71,8 @@ enum Cmd {
     Serve(Forward),
     /// Convert a PyTorch checkpoint to safetensors (runs `ipt convert`).
     Convert(Forward),
+    /// Apply a task's degradation recipe to clean images (runs `ipt degrade`).
+    Degrade(Forward),
     /// Describe a checkpoint (runs `ipt info`).
     Info(Forward),
     /// Show the libtorch and devices the `ipt` binary sees (runs `ipt doctor`).
@@ -110,6 +112,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "gloo:      headers in {} (for ipt-dist's C++ shim)",
                 gloo.display()
             );
+            let cmake = ensure_package(&system_package::CMAKE)?;
+            println!(
+                "cmake:     {} (builds libjpeg-turbo for the JPEG degradation)",
+                cmake.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Env { cuda } => {
@@ -122,7 +129,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Test { args } => {
             let lt = setup(false)?;
-            ensure_gloo()?;
+            ensure_build_packages()?;
             let chromium = ensure_package(&system_package::CHROMIUM)?;
             let tb = match std::env::var_os("IPT_TENSORBOARD_PYTHONPATH") {
                 Some(dir) => std::path::PathBuf::from(dir),
@@ -150,7 +157,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Lint => {
             let lt = setup(false)?;
-            ensure_gloo()?;
+            ensure_build_packages()?;
             let fmt = cargo(&lt, &os(&["fmt", "--all", "--", "--check"]))?;
             if fmt != ExitCode::SUCCESS {
                 eprintln!("xtask: `cargo fmt` found unformatted code (run `cargo fmt --all`)");
@@ -178,6 +185,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Models(f) => forward("models", f),
         Cmd::Serve(f) => forward("serve", f),
         Cmd::Convert(f) => forward("convert", f),
+        Cmd::Degrade(f) => forward("degrade", f),
         Cmd::Info(f) => forward("info", f),
         Cmd::Doctor(f) => forward("doctor", f),
         Cmd::PlotRuns(f) => forward("plot-runs", f),
@@ -218,6 +226,13 @@ fn ensure_package(req: &'static system_package::Requirement) -> Result<std::path
 /// Make sure the Gloo headers ipt-dist's shim needs are present, installing `libgloo-dev` as root.
 fn ensure_gloo() -> Result<std::path::PathBuf> {
     ensure_package(&system_package::GLOO)
+}
+
+/// Everything the build needs from the system: the Gloo headers and CMake.
+fn ensure_build_packages() -> Result<()> {
+    ensure_gloo()?;
+    ensure_package(&system_package::CMAKE)?;
+    Ok(())
 }
 
 /// For `cargo xtask env`, which must stay quick: say (on stderr) when the Gloo headers are missing, never install.
@@ -295,7 +310,7 @@ fn cargo_with(env: &[(String, String)], args: &[OsString]) -> Result<ExitCode> {
 /// `cargo run --release -p ipt-cli --bin ipt -- NAME ARGS`.
 fn forward(name: &str, f: Forward) -> Result<ExitCode> {
     let lt = setup(false)?;
-    ensure_gloo()?;
+    ensure_build_packages()?;
     let mut a = os(&[
         "run",
         "--release",
@@ -347,7 +362,7 @@ fn build_ipt(lt: &Libtorch) -> Result<std::path::PathBuf> {
 /// Start this machine's ranks of `ipt NAME ARGS` and supervise them (see [`launch`]).
 fn launch_ranks(name: &str, opts: &launch::LaunchOpts, args: &[OsString]) -> Result<ExitCode> {
     let lt = setup(false)?;
-    ensure_gloo()?;
+    ensure_build_packages()?;
     let ipt = build_ipt(&lt)?;
     let gpu = std::path::Path::new("/proc/driver/nvidia/version").exists();
     let cpu_threads = (!gpu && std::env::var_os("IPT_THREADS").is_none()).then(|| {

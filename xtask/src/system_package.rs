@@ -1,10 +1,12 @@
 //! Making sure a system package the build or the tests need is present, installing it from Debian's packages
-//! when run as root: the Gloo headers ([`GLOO`]) and Chromium ([`CHROMIUM`]).
+//! when run as root: the Gloo headers ([`GLOO`]), CMake ([`CMAKE`]) and Chromium ([`CHROMIUM`]).
 //!
 //! - Gloo: libtorch's `ProcessGroupGloo.hpp` includes Gloo's own headers (`gloo/context.h`, ...), which the torch
 //!   wheel does not ship. Debian's and Ubuntu's `libgloo-dev` package provides headers that work with the Gloo
 //!   compiled into `libtorch_cpu.so` (only the headers are used; nothing links `libgloo`).
 //!   `crates/ipt-dist/build.rs` searches the same folders in the same order (keep the two lists in step).
+//! - CMake: ipt-degrade's `jpeg` feature (on by default) builds libjpeg-turbo from the source turbojpeg-sys
+//!   vendors, with CMake.
 //! - Chromium: the browser test of `ipt serve` (`crates/ipt-cli/tests/serve_browser.rs`) drives the page in a
 //!   headless Chromium; it looks for the browser in the same folders.
 //!
@@ -58,6 +60,16 @@ pub const CHROMIUM: Requirement = Requirement {
     search_dirs: &["/usr/bin", "/usr/local/bin"],
     env_override: "IPT_CHROMIUM_DIR",
     why: "the browser test of `ipt serve` drives its page in a headless Chromium",
+};
+
+/// CMake, for building the libjpeg-turbo that ipt-degrade's `jpeg` feature binds.
+pub const CMAKE: Requirement = Requirement {
+    what: "CMake",
+    package: "cmake",
+    marker: "cmake",
+    search_dirs: &["/usr/bin", "/usr/local/bin"],
+    env_override: "IPT_CMAKE_DIR",
+    why: "ipt-degrade's JPEG degradation builds libjpeg-turbo from source (turbojpeg-sys) with it",
 };
 
 impl Requirement {

@@ -6,6 +6,7 @@
 
 mod bench;
 mod checkpoint_cmds;
+mod degrade;
 mod dev;
 mod doctor;
 mod panics;
@@ -49,6 +50,8 @@ enum Command {
     Info(checkpoint_cmds::InfoArgs),
     /// Convert a checkpoint (e.g. an official .pt) to .safetensors with its config.
     Convert(checkpoint_cmds::ConvertArgs),
+    /// Apply a task's degradation recipe to clean images (what the model would see).
+    Degrade(degrade::Args),
     /// Draw one task's validation curves of several runs in one chart.
     PlotRuns(plot_runs::Args),
     /// Draw named (x, y) curves in one chart (figures from benchmark results).
@@ -128,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Info(args) => checkpoint_cmds::run_info(args),
         Command::Convert(args) => checkpoint_cmds::run_convert(args),
+        Command::Degrade(args) => degrade::run(args),
         Command::PlotRuns(args) => plot_runs::run(args),
         Command::PlotPoints(args) => plot_points::run(args),
         Command::BenchSpeed(args) => dev::speed::run(args),

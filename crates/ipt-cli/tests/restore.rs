@@ -219,8 +219,9 @@ fn wrong_task_and_missing_cuda_are_refused_clearly() {
         s(&out),
     ]);
     assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("unknown task"),
+        err.contains("task bogus is not in this checkpoint"),
         "{}",
         text(&o)
     );

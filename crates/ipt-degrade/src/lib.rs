@@ -24,16 +24,20 @@
 
 #![warn(missing_docs)]
 
+pub mod blur;
 pub mod crop;
 pub mod data;
 pub mod error;
 pub mod files;
 pub mod io;
+#[cfg(feature = "jpeg")]
+pub mod jpeg;
 pub mod noise;
 pub mod photo;
 pub mod png_metadata;
 pub mod quantize;
 pub mod rain;
+pub mod recipe;
 pub mod resize;
 pub mod seed;
 pub mod synthesize;

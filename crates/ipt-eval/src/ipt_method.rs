@@ -52,7 +52,7 @@ impl FromStr for WeightsSpec {
             if word && !Path::new(s).exists() {
                 return Err(format!(
                     "unknown task `{prefix}` in `{s}`; the task before `=` must be one of {}",
-                    Task::ALL.map(|t| t.name()).join(", ")
+                    Task::OFFICIAL.map(|t| t.name()).join(", ")
                 ));
             }
         }
@@ -281,7 +281,7 @@ mod tests {
         let p = Path::new("IPT_pretrain.pt");
         let all = served(&cfg(&[2, 3, 4, 1, 1, 1]), None, p).unwrap();
         assert_eq!(all.len(), 6);
-        assert!(all.iter().all(|(t, i)| t.index() == *i));
+        assert!(all.iter().all(|(t, i)| t.official_index() == Some(*i)));
         assert_eq!(
             served(&cfg(&[2, 3, 4, 1, 1, 1]), Some(Task::Denoise50), p).unwrap(),
             vec![(Task::Denoise50, 5)]

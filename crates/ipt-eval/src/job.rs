@@ -11,30 +11,36 @@ pub enum Job {
     Denoise(u32),
     /// Remove rain streaks.
     Derain,
+    /// Undo a task's degradation recipe (any task that is not one of the official six).
+    Recipe(Task),
 }
 
 impl Job {
-    /// The job an IPT task was trained for.
+    /// The job an IPT task was trained for: the official protocols for the six official tasks,
+    /// [`Job::Recipe`] for any other.
     pub fn of(task: Task) -> Job {
-        match task {
-            Task::Sr2 => Job::Sr(2),
-            Task::Sr3 => Job::Sr(3),
-            Task::Sr4 => Job::Sr(4),
-            Task::Derain => Job::Derain,
-            Task::Denoise30 => Job::Denoise(30),
-            Task::Denoise50 => Job::Denoise(50),
+        match (task.official_index(), task.sigma()) {
+            (Some(0..=2), _) => Job::Sr(task.scale()),
+            (Some(3), _) => Job::Derain,
+            (Some(_), Some(sigma)) => Job::Denoise(sigma as u32),
+            _ => Job::Recipe(task),
         }
     }
 
-    /// The IPT task that performs this job, if there is one (SR ×2/×3/×4, σ 30/50, derain).
+    /// The IPT task that performs this job, if there is one (SR ×2/×3/×4, σ 30/50, derain, or
+    /// the task of a recipe job).
     pub fn task(self) -> Option<Task> {
-        Task::ALL.into_iter().find(|&t| Job::of(t) == self)
+        match self {
+            Job::Recipe(task) => Some(task),
+            _ => Task::OFFICIAL.into_iter().find(|&t| Job::of(t) == self),
+        }
     }
 
     /// Output size factor.
     pub fn scale(self) -> usize {
         match self {
             Job::Sr(s) => s,
+            Job::Recipe(task) => task.scale(),
             _ => 1,
         }
     }
@@ -47,23 +53,26 @@ impl Job {
         }
     }
 
-    /// Border pixels left out of PSNR/SSIM: the scale for SR, none otherwise (official
-    /// `utility.calc_psnr`: `shave = scale`, and nothing for scale 1).
+    /// Border pixels left out of PSNR/SSIM: the scale for SR (and for a recipe task of scale
+    /// above 1), none otherwise (official `utility.calc_psnr`: `shave = scale`, and nothing for
+    /// scale 1).
     pub fn shave(self) -> usize {
         match self {
             Job::Sr(s) => s,
+            Job::Recipe(task) if task.scale() > 1 => task.scale(),
             _ => 0,
         }
     }
 }
 
 impl std::fmt::Display for Job {
-    /// `SR x2`, `denoising sigma 30`, `deraining`.
+    /// `SR x2`, `denoising sigma 30`, `deraining`, `task jpeg10`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Job::Sr(s) => write!(f, "SR x{s}"),
             Job::Denoise(sigma) => write!(f, "denoising sigma {sigma}"),
             Job::Derain => write!(f, "deraining"),
+            Job::Recipe(task) => write!(f, "task {task}"),
         }
     }
 }
@@ -81,7 +90,7 @@ mod tests {
         assert_eq!(Job::Derain.task(), Some(Task::Derain));
         assert_eq!(Job::Sr(4).scale(), 4);
         assert_eq!(Job::Denoise(30).scale(), 1);
-        for t in Task::ALL {
+        for t in Task::OFFICIAL {
             assert_eq!(Job::of(t).task(), Some(t));
             assert_eq!(Job::of(t).scale(), t.scale());
         }

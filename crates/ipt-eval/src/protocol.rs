@@ -93,12 +93,13 @@ pub fn run_grid<S: EvalSet>(
     })
 }
 
-/// `Set5 x2`, `CBSD68 s30`, `Rain100L`.
+/// `Set5 x2`, `CBSD68 s30`, `Rain100L`, `classic5 jpeg10`.
 fn cell_label(set: &str, job: Job) -> String {
     match job {
         Job::Sr(s) => format!("{set} x{s}"),
         Job::Denoise(sigma) => format!("{set} s{sigma}"),
         Job::Derain => set.to_string(),
+        Job::Recipe(task) => format!("{set} {task}"),
     }
 }
 

@@ -641,7 +641,7 @@ impl RestoreJob {
         let head = loaded
             .config
             .task_map()
-            .resolve(spec.task)
+            .resolve(spec.task.clone())
             .map_err(|source| RestoreJobError::Task {
                 path: spec.model.path(),
                 source,

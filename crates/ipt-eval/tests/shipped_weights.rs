@@ -143,7 +143,7 @@ fn shipped_weights_reproduce_their_figures() {
                 &mut method,
                 &progress,
             ),
-            Job::Derain => panic!("no derain row expected"),
+            Job::Derain | Job::Recipe(_) => panic!("no derain or recipe row expected"),
         }
         .unwrap();
         let img = &outcome.images[0];

@@ -5,19 +5,19 @@
 //! [`IptConfig::tasks`](crate::IptConfig::tasks) records what each index is when the file says so
 //! (ipt-rs safetensors; official `.pt` files have only the scales). The rules, in order:
 //!
-//! 1. a recorded task list decides: the task at index `i` is the `i`-th recorded task;
+//! 1. a recorded task list decides: the task at index `i` is the `i`-th recorded task (a
+//!    built-in task by name, any other with its whole definition: name, scale, recipe);
 //! 2. the official six-task layout (scales `2, 3, 4, 1, 1, 1`) uses the official indices
-//!    ([`Task::index`]);
-//! 3. otherwise a task name finds the only head of its scale (none when absent, or when several
-//!    heads share the scale: "ambiguous"), and a head is known as a task only when exactly one
-//!    built-in task fits it that way (an unrecorded scale-1 head could be any of three).
+//!    ([`Task::official_index`]);
+//! 3. otherwise a built-in task's name finds the only head of its scale (none when absent, or
+//!    when several heads share the scale: "ambiguous"), and a head is known as a task only when
+//!    exactly one built-in task fits it that way (an unrecorded scale-1 head could be any of
+//!    three).
 //!
 //! The map is built from a config ([`IptConfig::task_map`](crate::IptConfig::task_map)) and
-//! owns copies of the scales and the recorded names, so it is cheap to pass around. Each head is
-//! described by a [`Head`] (index, scale, the task when known). Tasks are today the six
-//! built-in [`Task`]s; when tasks become data (a name, a scale and a degradation recipe per
-//! head, recorded in the checkpoint), [`Head::task`] and [`TaskSelector::Name`] are the two
-//! places that change from [`Task`] to that definition, and the rules above keep their order.
+//! owns copies of the scales and the recorded tasks, so it is cheap to pass around. Each head is
+//! described by a [`Head`] (index, scale, the task when known). A user names a task by a
+//! [`TaskSelector`] (a name or an index), resolved here against what the file holds.
 
 use std::fmt;
 use std::str::FromStr;
@@ -26,26 +26,42 @@ use ipt_degrade::Task;
 
 /// What a user asks for: a task by name, or a head by index (`--task sr2`, `--task 3`).
 ///
-/// Parsing accepts a non-negative integer (an index) or a task name; anything else is refused
-/// with the task parser's message (`unknown task …`), so clap reports it while parsing
-/// arguments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Parsing accepts a non-negative integer (an index) or a task name (letters, digits, `-` and
+/// `_`, starting with a letter: a built-in task or one a checkpoint records); anything else is
+/// refused, so clap reports it while parsing arguments. Whether the model has the task is
+/// answered by [`TaskMap::resolve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TaskSelector {
     /// A head index into the checkpoint's task list.
     Index(usize),
     /// A task by name.
-    Name(Task),
+    Name(String),
 }
 
+/// The error of parsing a [`TaskSelector`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is neither a task name (sr2, sr3, sr4, derain, denoise30, denoise50, or a task the \
+     checkpoint defines) nor a head index"
+)]
+pub struct BadTaskSelector(pub String);
+
 impl FromStr for TaskSelector {
-    type Err = ipt_degrade::task::TaskError;
+    type Err = BadTaskSelector;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
         if let Ok(idx) = t.parse::<usize>() {
             return Ok(TaskSelector::Index(idx));
         }
-        t.parse().map(TaskSelector::Name)
+        let mut chars = t.chars();
+        let name_like = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if name_like {
+            Ok(TaskSelector::Name(t.to_string()))
+        } else {
+            Err(BadTaskSelector(t.to_string()))
+        }
     }
 }
 
@@ -60,7 +76,7 @@ impl fmt::Display for TaskSelector {
 
 impl From<Task> for TaskSelector {
     fn from(task: Task) -> Self {
-        TaskSelector::Name(task)
+        TaskSelector::Name(task.name().to_string())
     }
 }
 
@@ -113,13 +129,14 @@ pub enum TaskMapError {
     },
     /// Several unrecorded heads have the task's scale.
     #[error(
-        "task {task} is ambiguous in this checkpoint ({heads} tasks have scale {} and the file \
-         does not record which is which); give the task index instead",
-        task.scale()
+        "task {task} is ambiguous in this checkpoint ({heads} tasks have scale {scale} and the \
+         file does not record which is which); give the task index instead"
     )]
     Ambiguous {
         /// The task asked for.
-        task: Task,
+        task: String,
+        /// Its scale.
+        scale: usize,
         /// How many heads have its scale.
         heads: usize,
     },
@@ -127,7 +144,7 @@ pub enum TaskMapError {
     #[error("task {task} is not in this checkpoint: it holds {held}")]
     Absent {
         /// The task asked for.
-        task: Task,
+        task: String,
         /// What the model holds, in words.
         held: String,
     },
@@ -180,9 +197,18 @@ impl TaskMap {
         self.recorded.as_deref()
     }
 
-    /// The official six-task layout (scales 2, 3, 4, 1, 1, 1 in [`Task::ALL`] order).
+    /// The official six-task layout (scales 2, 3, 4, 1, 1, 1 in [`Task::OFFICIAL`] order).
     pub fn is_official_six_task(&self) -> bool {
-        self.scales == Task::ALL.map(Task::scale)
+        self.scales == Task::OFFICIAL.map(Task::scale)
+    }
+
+    /// The head that serves the task named `name` (rules 1–3 of the module docs, rule 3 for the
+    /// built-in tasks only; `None` when absent or ambiguous).
+    pub fn index_of_name(&self, name: &str) -> Option<usize> {
+        if let Some(tasks) = &self.recorded {
+            return tasks.iter().position(|t| t.name() == name);
+        }
+        Task::builtin(name).and_then(|t| self.index_of(t))
     }
 
     /// The head that serves `task`, if it can tell (rules 1–3 of the module docs; `None` when
@@ -191,8 +217,9 @@ impl TaskMap {
         if let Some(tasks) = &self.recorded {
             return tasks.iter().position(|&t| t == task);
         }
+        let official = task.official_index()?;
         if self.is_official_six_task() {
-            return Some(task.index());
+            return Some(official);
         }
         let mut matching = (0..self.scales.len()).filter(|&i| self.scales[i] == task.scale());
         match (matching.next(), matching.next()) {
@@ -208,7 +235,7 @@ impl TaskMap {
         if let Some(tasks) = &self.recorded {
             return tasks.get(idx).copied();
         }
-        let mut named = Task::ALL
+        let mut named = Task::OFFICIAL
             .into_iter()
             .filter(|&t| self.index_of(t) == Some(idx));
         match (named.next(), named.next()) {
@@ -263,16 +290,22 @@ impl TaskMap {
                 held: self.held(),
             }),
             Some(TaskSelector::Index(idx)) => head(idx),
-            Some(TaskSelector::Name(task)) => {
-                if let Some(idx) = self.index_of(task) {
+            Some(TaskSelector::Name(name)) => {
+                if let Some(idx) = self.index_of_name(&name) {
                     return head(idx);
                 }
-                let heads = self.scales.iter().filter(|&&s| s == task.scale()).count();
-                if self.recorded.is_none() && heads > 1 {
-                    return Err(TaskMapError::Ambiguous { task, heads });
+                if let (None, Some(task)) = (&self.recorded, Task::builtin(&name)) {
+                    let heads = self.scales.iter().filter(|&&s| s == task.scale()).count();
+                    if heads > 1 {
+                        return Err(TaskMapError::Ambiguous {
+                            task: name,
+                            scale: task.scale(),
+                            heads,
+                        });
+                    }
                 }
                 Err(TaskMapError::Absent {
-                    task,
+                    task: name,
                     held: self.held(),
                 })
             }
@@ -291,14 +324,14 @@ impl TaskMap {
         same_size: Option<Task>,
     ) -> Result<Vec<(Task, usize)>, TaskMapError> {
         if let Some(task) = explicit {
-            let head = self.resolve(Some(TaskSelector::Name(task)))?;
+            let head = self.resolve(Some(TaskSelector::from(task)))?;
             return Ok(vec![(task, head.index)]);
         }
         if let Some(tasks) = &self.recorded {
             return Ok(tasks.iter().enumerate().map(|(i, &t)| (t, i)).collect());
         }
         if self.is_official_six_task() {
-            return Ok(Task::ALL.iter().map(|t| (*t, t.index())).collect());
+            return Ok(Task::OFFICIAL.iter().copied().zip(0..).collect());
         }
         let mut served: Vec<(Task, usize)> = Vec::new();
         for (i, &s) in self.scales.iter().enumerate() {
@@ -337,16 +370,20 @@ mod tests {
     #[test]
     fn selectors_parse() {
         assert_eq!("3".parse(), Ok(TaskSelector::Index(3)));
-        assert_eq!(" sr2 ".parse(), Ok(TaskSelector::Name(Task::Sr2)));
-        let err = "sr5".parse::<TaskSelector>().unwrap_err().to_string();
-        assert!(err.contains("unknown task"), "{err}");
+        assert_eq!(" sr2 ".parse(), Ok(TaskSelector::Name("sr2".into())));
+        assert_eq!("jpeg10".parse(), Ok(TaskSelector::Name("jpeg10".into())));
+        let err = "2x".parse::<TaskSelector>().unwrap_err().to_string();
+        assert!(err.contains("neither a task name"), "{err}");
+        // Any name parses; whether the model has it is for `resolve` to say.
+        let err = resolve(Some("sr5"), &map(&[2])).unwrap_err().to_string();
+        assert!(err.contains("task sr5 is not in this checkpoint"), "{err}");
     }
 
     #[test]
     fn task_indices() {
         let six = map(&[2, 3, 4, 1, 1, 1]);
-        for t in Task::ALL {
-            assert_eq!(six.index_of(t), Some(t.index()));
+        for t in Task::OFFICIAL {
+            assert_eq!(six.index_of(t), t.official_index());
         }
         let sr3 = map(&[3]);
         assert_eq!(sr3.index_of(Task::Sr3), Some(0));
@@ -366,7 +403,7 @@ mod tests {
         assert_eq!(resolve(Some("4"), &six).unwrap().0, 4);
         assert!(resolve(None, &six).is_err());
         assert!(resolve(Some("6"), &six).is_err());
-        assert!("sr5".parse::<TaskSelector>().is_err());
+        assert!(resolve(Some("sr5"), &six).is_err());
 
         let sr2 = map(&[2]);
         assert_eq!(resolve(None, &sr2).unwrap().0, 0);
@@ -433,7 +470,7 @@ mod tests {
     fn serving_rules() {
         let all = map(&[2, 3, 4, 1, 1, 1]).serving(None, None).unwrap();
         assert_eq!(all.len(), 6);
-        assert!(all.iter().all(|(t, i)| t.index() == *i));
+        assert!(all.iter().all(|(t, i)| t.official_index() == Some(*i)));
         assert_eq!(
             map(&[1]).serving(None, Some(Task::Derain)).unwrap(),
             vec![(Task::Derain, 0)]

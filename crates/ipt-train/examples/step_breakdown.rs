@@ -49,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let x = Tensor::rand([batch, 3, 48, 48], (Kind::Float, device)) * 255.0;
         let y = Tensor::rand([batch, 3, 48 * s, 48 * s], (Kind::Float, device)) * 255.0;
         let t = Instant::now();
-        let (out, tokens) = model.forward_with_tokens(&x, task.index(), true);
+        let (out, tokens) = model.forward_with_tokens(&x, task.official_index().unwrap_or(0), true);
         let parts = loss.compute(&out, &y, (lambda > 0.0).then_some(&tokens));
         let t_fwd = t.elapsed().as_secs_f64();
         let mut grads = adam.gradients(&parts.total);

@@ -2,7 +2,9 @@
 //!
 //! The fine-tuned model has the pre-trained architecture with one task (`scales = [s]`,
 //! `num_queries = 1`). Its body is copied from the checkpoint; `head.0`, `tail.0` and row 0 of
-//! `body.query_embed` are copied from the task's head `k`, tail `k` and query row `k`. Training it
+//! `body.query_embed` are copied from the task's head `k`, tail `k` and query row `k` — or,
+//! for a task the checkpoint does not hold ([`HeadInit`]), from another task of the same scale,
+//! or left at their fresh initialisation. Training it
 //! is equivalent to the official recipe (MindSpore keeps all six heads but only task `k`'s get
 //! gradients, and Adam leaves parameters with zero gradients and zero moments unchanged), and
 //! the exported checkpoint has the official single-task layout (`head.0`, `tail.0`,
@@ -12,6 +14,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use ipt_degrade::Task;
+
+pub use crate::config::HeadInit;
 use ipt_model::checkpoint::{infer_config, read_state_dict, InferOptions};
 use ipt_model::IptConfig;
 use tch::{nn, Tensor};
@@ -45,12 +49,18 @@ pub struct Pretrained {
 
 /// Read a pre-trained checkpoint (ours or an official `.pt`) and name its tasks: `source_tasks`
 /// when given, else the tasks recorded in the checkpoint (ours record them), else the six
-/// official tasks for the official six-task layout, else `[task]` for a one-task model.
+/// official tasks for the official six-task layout, else the `init` task (or `task`) for a
+/// one-task model. The checkpoint must hold the `init` task, of `task`'s scale.
 pub fn read_pretrained(
     path: &Path,
     task: Task,
+    init: HeadInit,
     source_tasks: Option<&[Task]>,
 ) -> Result<Pretrained, FinetuneError> {
+    let start = match init {
+        HeadInit::Task(t) => t,
+        HeadInit::Random => task,
+    };
     let mismatch = |message: String| FinetuneError::Mismatch {
         path: path.to_path_buf(),
         message,
@@ -61,8 +71,8 @@ pub fn read_pretrained(
     let tasks: Vec<Task> = match source_tasks {
         Some(t) => t.to_vec(),
         None if config.tasks.is_some() => config.tasks.clone().unwrap_or_default(),
-        None if config.is_official_six_task() => Task::ALL.to_vec(),
-        None if config.scales.len() == 1 => vec![task],
+        None if config.is_official_six_task() => Task::OFFICIAL.to_vec(),
+        None if config.scales.len() == 1 => vec![start],
         None => {
             return Err(mismatch(format!(
                 "cannot tell which task each of its {} heads (scales {:?}) is; set \
@@ -93,8 +103,25 @@ pub fn read_pretrained(
                 .join(", ")
         )));
     }
-    if !tasks.contains(&task) {
-        return Err(mismatch(format!("has no head for task {task}")));
+    if let HeadInit::Task(t) = init {
+        if !tasks.contains(&t) {
+            let held: Vec<&str> = tasks.iter().map(|t| t.name()).collect();
+            return Err(mismatch(format!(
+                "has no head for task {t} (it holds {}); set `finetune.init` to one of them of \
+                 scale {} or to \"random\"",
+                held.join(", "),
+                task.scale()
+            )));
+        }
+        if t.scale() != task.scale() {
+            return Err(mismatch(format!(
+                "task {t} has scale {}, task {task} scale {}: a tail cannot change its scale \
+                 (set `finetune.init` to a task of scale {} or to \"random\")",
+                t.scale(),
+                task.scale(),
+                task.scale()
+            )));
+        }
     }
     Ok(Pretrained {
         tensors: sd.tensors.into_iter().collect(),
@@ -115,16 +142,20 @@ impl Pretrained {
         }
     }
 
-    /// Copy the body and task `task`'s head, tail and query row into a single-task model's
-    /// variables (built with [`Pretrained::single_task_config`]). Every variable must be found
-    /// with the right shape.
+    /// Copy the body and, by `init`, a task's head, tail and query row into a single-task
+    /// model's variables (built with [`Pretrained::single_task_config`]); with
+    /// [`HeadInit::Random`] those stay as initialised. Every variable copied must be found with
+    /// the right shape.
     pub fn copy_task_into(
         &self,
         vs: &nn::VarStore,
-        task: Task,
+        init: HeadInit,
         path: &Path,
     ) -> Result<(), FinetuneError> {
-        let k = self.tasks.iter().position(|&t| t == task).unwrap_or(0);
+        let k = match init {
+            HeadInit::Task(task) => self.tasks.iter().position(|&t| t == task).unwrap_or(0),
+            HeadInit::Random => usize::MAX,
+        };
         let mismatch = |message: String| FinetuneError::Mismatch {
             path: path.to_path_buf(),
             message,
@@ -133,6 +164,12 @@ impl Pretrained {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         tch::no_grad(|| {
             for (name, mut var) in vars {
+                let own = name.starts_with("head.0.")
+                    || name.starts_with("tail.0.")
+                    || name == "body.query_embed.weight";
+                if own && init == HeadInit::Random {
+                    continue;
+                }
                 let src_name = if let Some(rest) = name.strip_prefix("head.0.") {
                     format!("head.{k}.{rest}")
                 } else if let Some(rest) = name.strip_prefix("tail.0.") {

@@ -15,7 +15,7 @@ use ipt_model::IptConfig;
 use crate::config::paths::path;
 use crate::config::{
     check_command, CheckpointSection, ClipMode, ConfigError, ConfigPaths, DataRoots,
-    DataSourceKind, ExperimentConfig, FinetuneSection, Mode, ModelPreset, ModelSection,
+    DataSourceKind, ExperimentConfig, FinetuneSection, HeadInit, Mode, ModelPreset, ModelSection,
     RuntimeSection, ScheduleKind, ScheduleUnit, SmallImages, TasksSection, ValidationSize,
 };
 use crate::data::{ImageSource, SamplerConfig, SourceError};
@@ -56,6 +56,8 @@ pub enum Recipe {
         from: PathBuf,
         /// The checkpoint's tasks in head order, when the config names them.
         source_tasks: Option<Vec<Task>>,
+        /// Where the task's head, tail and query row start (`finetune.init`; default the task).
+        init: HeadInit,
     },
 }
 
@@ -392,6 +394,7 @@ fn recipe(cfg: &ExperimentConfig, mode: Mode, paths: &ConfigPaths) -> Recipe {
             task: ft.task,
             from: path(&paths.finetune_from).unwrap_or_else(|| ft.from.clone()),
             source_tasks: ft.source_tasks.clone(),
+            init: ft.init.unwrap_or(HeadInit::Task(ft.task)),
         },
         _ => Recipe::Pretrain {
             tasks: cfg.tasks.names.clone(),

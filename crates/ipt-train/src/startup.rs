@@ -134,12 +134,13 @@ fn build_model(plan: &RunPlan, vs: &nn::VarStore) -> Result<(Ipt, IptConfig), Tr
         task,
         from,
         source_tasks,
+        init,
     } = &plan.recipe
     {
-        let pre = read_pretrained(from, *task, source_tasks.as_deref())?;
+        let pre = read_pretrained(from, *task, *init, source_tasks.as_deref())?;
         let network = pre.single_task_config(*task);
         let model = Ipt::new(&vs.root(), &network)?;
-        pre.copy_task_into(vs, *task, from)?;
+        pre.copy_task_into(vs, *init, from)?;
         return Ok((model, network));
     }
     let network = plan.network.clone().ok_or_else(|| ConfigError::Invalid {

@@ -236,18 +236,29 @@ fn sample_name(name: &str) -> String {
 }
 
 /// `(lr, hr)` of a clean crop degraded like a training crop, seeded per (task, image).
-fn synthesized(seed: u64, task: Task, i: usize, name: String, hr: &Image) -> Pair {
+fn synthesized(
+    seed: u64,
+    task: Task,
+    i: usize,
+    name: String,
+    hr: &Image,
+) -> Result<Pair, SourceError> {
     let mut rng = Rng8::seed_from_u64(derive_seed(
         seed,
-        &[TAG_VAL_DEGRADE, task.index() as u64, i as u64],
+        &[TAG_VAL_DEGRADE, task.seed_key(), i as u64],
     ));
-    let (lr, hr) = ipt_degrade::synthesize(hr, task, &mut rng);
-    Pair {
+    let (lr, hr) =
+        ipt_degrade::synthesize(hr, task, &mut rng).map_err(|e| SourceError::Degrade {
+            path: name.clone().into(),
+            task,
+            reason: e.to_string(),
+        })?;
+    Ok(Pair {
         path: name.clone(),
         name,
         input: lr,
         target: hr,
-    }
+    })
 }
 
 impl ValidationSet {
@@ -274,12 +285,13 @@ impl ValidationSet {
         Self::build(tasks, |task| {
             let side = size * task.scale();
             let g = ProceduralImages::new(vseed, side, side);
-            Ok((0..images)
+            (0..images)
                 .map(|i| {
-                    let hr = g.image((task.index() * images + i) as u64);
+                    let key = task.seed_key().wrapping_mul(images as u64);
+                    let hr = g.image(key.wrapping_add(i as u64));
                     synthesized(seed, task, i, format!("procedural#{i}"), &hr)
                 })
-                .collect())
+                .collect()
         })
     }
 
@@ -310,32 +322,36 @@ impl ValidationSet {
                             let crop = img.slice(s![.., y..y + side, x..x + side]).to_owned();
                             synthesized(seed, task, i, path.clone(), &crop)
                         })
-                        .collect()
+                        .collect::<Result<_, _>>()?
                 }
                 ValidationSize::Whole(_) => decoded
                     .iter()
                     .take(images)
                     .enumerate()
-                    .filter_map(|(i, (name, path, img))| {
+                    .map(|(i, (name, path, img))| {
                         let (input, target) = match Job::of(task) {
-                            Job::Sr(s) => bicubic_pair(img, s)?,
+                            Job::Sr(s) => match bicubic_pair(img, s) {
+                                Some(pair) => pair,
+                                None => return Ok(None),
+                            },
                             Job::Denoise(sigma) => (
                                 noisy_input(img, &set_name, name, sigma, DEFAULT_NOISE_SEED),
                                 img.clone(),
                             ),
-                            Job::Derain => {
-                                let p = synthesized(seed, task, i, path.clone(), img);
+                            Job::Derain | Job::Recipe(_) => {
+                                let p = synthesized(seed, task, i, path.clone(), img)?;
                                 (p.input, p.target)
                             }
                         };
-                        Some(Pair {
+                        Ok(Some(Pair {
                             name: name.clone(),
                             path: path.clone(),
                             input,
                             target,
-                        })
+                        }))
                     })
-                    .collect(),
+                    .filter_map(Result::transpose)
+                    .collect::<Result<_, SourceError>>()?,
             };
             if pairs.is_empty() {
                 return Err(SourceError::Empty {

@@ -105,7 +105,7 @@ fn check_tasks(cfg: &ExperimentConfig) -> Result<(), Failure> {
         return Err(("tasks.names", "at least one task is needed".into()));
     }
     for (i, t) in names.iter().enumerate() {
-        if names[..i].contains(t) {
+        if names[..i].iter().any(|u| u.name() == t.name()) {
             return Err(("tasks.names", format!("task `{}` listed twice", t.name())));
         }
     }

@@ -130,22 +130,8 @@ impl ExperimentConfig {
                     .into(),
             });
         }
-        let de = toml::Deserializer::new(text);
-        let cfg: Self = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            let (line, column) = inner
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((0, 0));
-            ConfigError::Parse {
-                path: path.to_path_buf(),
-                key,
-                line,
-                column,
-                message: inner.message().trim().to_string(),
-            }
-        })?;
+        let defined = defined_tasks(text, path)?;
+        let cfg: Self = ipt_degrade::task::with_defined(&defined, || parse_toml(text, path))?;
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -173,6 +159,66 @@ impl ExperimentConfig {
     pub fn run_name(&self) -> &str {
         self.name.as_deref().unwrap_or("run")
     }
+}
+
+/// Deserializes `T` from TOML text, errors naming the key and its line.
+fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let (line, column) = inner
+            .span()
+            .map(|s| line_col(text, s.start))
+            .unwrap_or((0, 0));
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            key,
+            line,
+            column,
+            message: inner.message().trim().to_string(),
+        }
+    })
+}
+
+/// The tasks a TOML file defines in `[[tasks.define]]` (a config, or a file of recipes such as
+/// `configs/tasks.toml`), each checked; other keys are ignored. Errors name the file, the key
+/// and its line.
+pub fn read_task_definitions(path: &Path) -> Result<Vec<ipt_degrade::Task>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    defined_tasks(&text, path)
+}
+
+/// The tasks of `[[tasks.define]]`, checked, so that the full parse can name them: read first
+/// and on their own (the rest of the text is parsed afterwards).
+fn defined_tasks(text: &str, path: &Path) -> Result<Vec<ipt_degrade::Task>, ConfigError> {
+    #[derive(serde::Deserialize, Default)]
+    struct Only {
+        #[serde(default)]
+        tasks: Defines,
+    }
+    #[derive(serde::Deserialize, Default)]
+    struct Defines {
+        #[serde(default)]
+        define: Vec<ipt_degrade::task::TaskDef>,
+    }
+    let only: Only = parse_toml(text, path)?;
+    let mut tasks: Vec<ipt_degrade::Task> = Vec::new();
+    for (i, def) in only.tasks.define.into_iter().enumerate() {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: format!("tasks.define[{i}]"),
+            message,
+        };
+        if tasks.iter().any(|t| t.name() == def.name) {
+            return Err(invalid(format!("task `{}` is defined twice", def.name)));
+        }
+        tasks.push(ipt_degrade::Task::define(def).map_err(|e| invalid(e.to_string()))?);
+    }
+    Ok(tasks)
 }
 
 /// 1-based (line, column) of byte offset `pos` in `text`.

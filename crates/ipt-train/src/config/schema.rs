@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use ipt_degrade::task::TaskDef;
 use ipt_degrade::Task;
 use ipt_loss::ContrastiveVariant;
 use ipt_model::device::DeviceSpec;
@@ -112,20 +113,26 @@ impl Default for ModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TasksSection {
-    /// Task names: `sr2`, `sr3`, `sr4`, `derain`, `denoise30`, `denoise50`. The model gets one
+    /// Task names: `sr2`, `sr3`, `sr4`, `derain`, `denoise30`, `denoise50`, or a task of
+    /// [`define`](Self::define). The model gets one
     /// head/tail/query per entry, in this order; list them in the official order (as the default
     /// does) so that head `i` is official task `i`. Default: all six.
     pub names: Vec<Task>,
     /// Relative sampling weight per task (same length as `names`). Default: uniform.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weights: Option<Vec<f64>>,
+    /// New tasks (`[[tasks.define]]`: `name`, `scale`, `recipe`; see `ipt_degrade::recipe`),
+    /// which `names`, `finetune.task` and `checkpoint.keep_best` may then name. Default: none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub define: Vec<TaskDef>,
 }
 
 impl Default for TasksSection {
     fn default() -> Self {
         Self {
-            names: Task::ALL.to_vec(),
+            names: Task::OFFICIAL.to_vec(),
             weights: None,
+            define: Vec::new(),
         }
     }
 }
@@ -542,4 +549,39 @@ pub struct FinetuneSection {
     /// when it has 6 queries, or just `task` when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_tasks: Option<Vec<Task>>,
+    /// Where the task's head, tail and query row start: a task of the checkpoint of the same
+    /// scale (`"denoise30"`: a JPEG head from a denoising head) or `"random"`. Default: the
+    /// task itself, which the checkpoint must then hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<HeadInit>,
+}
+
+/// Where a fine-tuned task's head, tail and query row start (`finetune.init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadInit {
+    /// Copied from this task's head, tail and query row in the pre-trained checkpoint.
+    Task(Task),
+    /// Freshly initialised (the body alone is pre-trained).
+    Random,
+}
+
+impl Serialize for HeadInit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            HeadInit::Task(t) => t.serialize(s),
+            HeadInit::Random => s.serialize_str("random"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for HeadInit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        if name == "random" {
+            return Ok(HeadInit::Random);
+        }
+        ipt_degrade::task::lookup(&name)
+            .map(HeadInit::Task)
+            .map_err(|e| serde::de::Error::custom(format!("{e}, or \"random\"")))
+    }
 }

@@ -24,7 +24,7 @@ fn empty_file_is_refused_and_the_defaults_are_the_paper_recipe() {
     assert_eq!(c.loss.tau, 0.07);
     assert_eq!(c.lambda(Mode::Pretrain), 0.1);
     assert_eq!(c.lambda(Mode::Finetune), 0.0);
-    assert_eq!(c.tasks.names, Task::ALL.to_vec());
+    assert_eq!(c.tasks.names, Task::OFFICIAL.to_vec());
     assert_eq!(c.optim.clip, ClipMode::PerTensor);
     assert!(!c.augment(Mode::Pretrain));
     assert!(c.augment(Mode::Finetune));

@@ -65,6 +65,14 @@ pub enum DataError {
         /// Counts of skipped items.
         detail: String,
     },
+    /// A task's recipe failed on a training crop.
+    #[error("task {task}: cannot degrade a training crop: {source}")]
+    Degrade {
+        /// The task.
+        task: Task,
+        /// What the recipe reported.
+        source: ipt_degrade::DegradeError,
+    },
     /// A worker thread died.
     #[error("data worker failed: {0}")]
     Worker(String),
@@ -256,7 +264,7 @@ impl BatchFactory {
                 decoded = Some((idx, sample));
                 continue;
             };
-            let (lr, hr) = self.cut_pair(plan, attempt as u64, sample_ref, crop);
+            let (lr, hr) = self.cut_pair(plan, attempt as u64, sample_ref, crop)?;
             debug_assert_eq!(lr.dim(), (3, p, p));
             debug_assert_eq!(hr.dim(), (3, crop, crop));
             lr_data.extend(lr.iter());
@@ -289,7 +297,7 @@ impl BatchFactory {
         slot: u64,
         sample_ref: &Sample,
         crop: usize,
-    ) -> (Image, Image) {
+    ) -> Result<(Image, Image), DataError> {
         let task = plan.task;
         let (h, w) = sample_ref.dims();
         let mut rng = self.sampler.slot_rng(plan, slot);
@@ -315,8 +323,9 @@ impl BatchFactory {
         match sample_ref {
             Sample::Clean(img) => {
                 ipt_degrade::synthesize_with(&cut(img), task, &self.rain, &mut rng)
+                    .map_err(|source| DataError::Degrade { task, source })
             }
-            Sample::Pair { lr, hr } => (cut(lr), cut(hr)),
+            Sample::Pair { lr, hr } => Ok((cut(lr), cut(hr))),
         }
     }
 

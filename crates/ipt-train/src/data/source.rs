@@ -35,6 +35,16 @@ pub enum SourceError {
         /// What was looked for.
         what: String,
     },
+    /// A task's recipe failed on an image (validation data is made once, before training).
+    #[error("{path}: cannot degrade for task {task}: {reason}")]
+    Degrade {
+        /// The image.
+        path: PathBuf,
+        /// The task.
+        task: ipt_degrade::Task,
+        /// What the recipe reported.
+        reason: String,
+    },
     /// One file could not be read or decoded (the pipeline skips it and counts it).
     #[error("{reason}")]
     Unreadable {
