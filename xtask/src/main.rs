@@ -61,6 +61,10 @@ enum Cmd {
     BenchDenoise(Forward),
     /// Deraining benchmark (runs `ipt bench-derain`).
     BenchDerain(Forward),
+    /// Benchmark any task by its recipe (runs `ipt bench`).
+    Bench(Forward),
+    /// JPEG artefact-removal benchmark (runs `ipt bench-jpeg`).
+    BenchJpeg(Forward),
     /// Speed of restore, training, data pipeline, bicubic and SSIM on this machine (runs `ipt bench-speed`).
     BenchSpeed(Forward),
     /// Restore images with a shipped model or a checkpoint (runs `ipt restore`).
@@ -180,6 +184,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::BenchSr(f) => forward("bench-sr", f),
         Cmd::BenchDenoise(f) => forward("bench-denoise", f),
         Cmd::BenchDerain(f) => forward("bench-derain", f),
+        Cmd::Bench(f) => forward("bench", f),
+        Cmd::BenchJpeg(f) => forward("bench-jpeg", f),
         Cmd::BenchSpeed(f) => forward("bench-speed", f),
         Cmd::Restore(f) => forward("restore", f),
         Cmd::Models(f) => forward("models", f),

@@ -1,4 +1,5 @@
-//! `ipt bench-sr`, `ipt bench-denoise`, `ipt bench-derain`: the IPT test protocols.
+//! `ipt bench-sr`, `ipt bench-denoise`, `ipt bench-derain`: the IPT test protocols; `ipt bench`
+//! and `ipt bench-jpeg`: any task's recipe at a fixed seed (JPEG with PSNR-B).
 //!
 //! Thin: parse arguments, build the method, call `ipt_eval`, print the Markdown table
 //! on stdout and write the optional CSV/JSON files. See `docs/benchmarks.md`.
@@ -10,7 +11,7 @@ use clap::ValueEnum;
 use ipt_eval::denoise::DEFAULT_NOISE_SEED;
 use ipt_eval::{
     self as bench, report, BenchOutcome, BenchProgress, DenoiseOptions, IptMethod, Method,
-    SrOptions, WeightsSpec,
+    RecipeOptions, SrOptions, WeightsSpec,
 };
 use ipt_model::chop::ChopMode;
 use ipt_model::device::DeviceSpec;
@@ -28,6 +29,12 @@ pub enum Command {
     /// Deraining benchmark (Rain100L), IPT protocol.
     #[command(name = "bench-derain")]
     Derain(DerainArgs),
+    /// Any task: clean images degraded by its recipe at a fixed seed (PSNR-Y, SSIM-Y, PSNR-B).
+    #[command(name = "bench")]
+    Recipe(RecipeArgs),
+    /// JPEG artefact removal (Classic5, quality 10/20/30/40; PSNR, SSIM, PSNR-B as SwinIR).
+    #[command(name = "bench-jpeg")]
+    Jpeg(JpegArgs),
 }
 
 /// Options shared by the three benchmarks.
@@ -156,6 +163,116 @@ pub struct DerainArgs {
     common: CommonArgs,
 }
 
+/// Baselines of `bench` and `bench-jpeg`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AnyBaseline {
+    /// The degraded input itself (tasks of scale 1).
+    Identity,
+    /// MATLAB bicubic upscaling (tasks of scale above 1).
+    Bicubic,
+}
+
+impl AnyBaseline {
+    fn method(self) -> Method {
+        match self {
+            AnyBaseline::Identity => Method::Identity,
+            AnyBaseline::Bicubic => Method::Bicubic,
+        }
+    }
+}
+
+/// Arguments of `ipt bench`.
+#[derive(clap::Args)]
+pub struct RecipeArgs {
+    /// A baseline instead of --weights.
+    #[arg(
+        long,
+        value_enum,
+        conflicts_with = "weights",
+        required_unless_present = "weights"
+    )]
+    model: Option<AnyBaseline>,
+    /// Tasks, comma separated: built in, shipped (denoise-blind, jpeg10…, realsr4), recorded in
+    /// the checkpoint, or defined in --task-file.
+    #[arg(long, value_delimiter = ',', required = true, value_name = "NAME")]
+    task: Vec<String>,
+    /// Sets (folders under the data root), comma separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    sets: Vec<String>,
+    /// A TOML file whose [[tasks.define]] tables define more tasks (a config or a recipe file).
+    #[arg(long, value_name = "TOML")]
+    task_file: Option<PathBuf>,
+    /// Base seed of the recipes' draws (each image's depend on it, the task and the image).
+    #[arg(long, default_value_t = ipt_eval::recipe::DEFAULT_RECIPE_SEED)]
+    seed: u64,
+    /// Folder of rain-streak layers for the `rain` op (default: the procedural generator).
+    #[arg(long, value_name = "DIR")]
+    rain_streaks: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// Arguments of `ipt bench-jpeg`.
+#[derive(clap::Args)]
+pub struct JpegArgs {
+    /// A baseline instead of --weights.
+    #[arg(
+        long,
+        value_enum,
+        conflicts_with = "weights",
+        required_unless_present = "weights"
+    )]
+    model: Option<RestoreBaseline>,
+    /// Sets, comma separated (grey files are compressed and scored in grey).
+    #[arg(long, value_delimiter = ',', default_value = "classic5")]
+    sets: Vec<String>,
+    /// JPEG qualities (1 to 100), comma separated: the tasks `jpeg<q>`.
+    #[arg(long, value_delimiter = ',', default_value = "10,20,30,40",
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    qualities: Vec<u8>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+/// The task `name` for a benchmark: one the loaded checkpoints perform, else a built-in, a
+/// `task_file` or a shipped one.
+fn bench_task(
+    name: &str,
+    method: &Method,
+    task_file: Option<&std::path::Path>,
+) -> anyhow::Result<ipt_degrade::Task> {
+    if let Method::Ipt(m) = method {
+        if let Some(t) = m.tasks().into_iter().find(|t| t.name() == name) {
+            return Ok(t);
+        }
+    }
+    let defined = match task_file {
+        Some(f) => ipt_train::config::read_task_definitions(f)?,
+        None => Vec::new(),
+    };
+    Ok(ipt_degrade::task::with_defined(&defined, || {
+        ipt_degrade::task::lookup(name)
+    })?)
+}
+
+/// The task of a JPEG round trip at `quality`: the shipped `jpeg<q>` when there is one.
+fn jpeg_task(quality: u8) -> anyhow::Result<ipt_degrade::Task> {
+    use ipt_degrade::recipe::{Op, Param, Recipe, Step};
+    let name = format!("jpeg{quality}");
+    if let Ok(t) = ipt_degrade::task::lookup(&name) {
+        return Ok(t);
+    }
+    let recipe = Recipe(
+        vec![Step::always(Op::Jpeg {
+            quality: Param::Fixed(f64::from(quality)),
+        })]
+        .into(),
+    );
+    Ok(ipt_degrade::Task::define(ipt_degrade::task::TaskDef::new(
+        name, 1, recipe,
+    ))?)
+}
+
 /// Builds the method: a baseline, or the IPT checkpoints of `--weights`.
 fn method(baseline: Option<Method>, common: &CommonArgs) -> anyhow::Result<Method> {
     if let Some(m) = baseline {
@@ -234,6 +351,49 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             let mut method = method(args.model.map(|_| Method::Identity), &args.common)?;
             let outcome =
                 bench::run_derain_set(&root, &args.set, args.common.limit, &mut method, &progress)?;
+            emit(&outcome, &args.common)
+        }
+        Command::Recipe(args) => {
+            let root = bench::resolve_data_root(args.common.data_root.as_deref());
+            eprintln!("data root: {} (from {})", root.path.display(), root.source);
+            let mut method = method(args.model.map(AnyBaseline::method), &args.common)?;
+            let tasks = args
+                .task
+                .iter()
+                .map(|n| bench_task(n, &method, args.task_file.as_deref()))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let rain = match &args.rain_streaks {
+                Some(dir) => ipt_degrade::rain::RainSource::from_folder(dir)?,
+                None => ipt_degrade::rain::RainSource::default(),
+            };
+            let opts = RecipeOptions {
+                sets: args.sets,
+                tasks,
+                limit: args.common.limit,
+                skip_missing: args.common.skip_missing,
+                seed: args.seed,
+                rain,
+            };
+            let outcome = bench::run_recipe(&root, &opts, &mut method, &progress)?;
+            emit(&outcome, &args.common)
+        }
+        Command::Jpeg(args) => {
+            let root = bench::resolve_data_root(args.common.data_root.as_deref());
+            eprintln!("data root: {} (from {})", root.path.display(), root.source);
+            let mut method = method(args.model.map(|_| Method::Identity), &args.common)?;
+            let opts = RecipeOptions {
+                sets: args.sets,
+                tasks: args
+                    .qualities
+                    .iter()
+                    .map(|&q| jpeg_task(q))
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+                limit: args.common.limit,
+                skip_missing: args.common.skip_missing,
+                seed: ipt_eval::recipe::DEFAULT_RECIPE_SEED,
+                rain: ipt_degrade::rain::RainSource::default(),
+            };
+            let outcome = bench::run_recipe(&root, &opts, &mut method, &progress)?;
             emit(&outcome, &args.common)
         }
     }

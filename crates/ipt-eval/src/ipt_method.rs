@@ -39,7 +39,7 @@ impl FromStr for WeightsSpec {
     /// such as `banana=ck.safetensors`), unless the whole argument names an existing file.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some((prefix, rest)) = s.split_once('=') {
-            if let Ok(task) = prefix.parse::<Task>() {
+            if let Ok(task) = ipt_degrade::task::lookup(prefix) {
                 return Ok(WeightsSpec {
                     task: Some(task),
                     path: PathBuf::from(rest),
@@ -189,6 +189,31 @@ impl IptMethod {
         name
     }
 
+    /// Every task some checkpoint performs, in load order (each once).
+    pub fn tasks(&self) -> Vec<Task> {
+        let mut tasks: Vec<Task> = Vec::new();
+        for (t, _) in self.checkpoints.iter().flat_map(|c| c.tasks.iter()) {
+            if !tasks.contains(t) {
+                tasks.push(*t);
+            }
+        }
+        tasks
+    }
+
+    /// The checkpoint and head for `job`: the one that performs its task; for a recipe job
+    /// without one, the only checkpoint when it has a single head of the task's scale (a
+    /// one-task model tried on another recipe of its scale, e.g. a blind model at one level).
+    fn find_for(&self, job: Job, task: Task) -> Option<(&LoadedCheckpoint, usize)> {
+        self.find(task)
+            .or_else(|| match (job, &self.checkpoints[..]) {
+                (Job::Recipe(_), [only]) => match &only.tasks[..] {
+                    [(t, idx)] if t.scale() == task.scale() => Some((only, *idx)),
+                    _ => None,
+                },
+                _ => None,
+            })
+    }
+
     fn find(&self, task: Task) -> Option<(&LoadedCheckpoint, usize)> {
         self.checkpoints.iter().find_map(|c| {
             c.tasks
@@ -205,7 +230,7 @@ impl IptMethod {
                 "IPT has no task for {job} (SR x2/x3/x4, denoise sigma 30/50, derain)"
             ))
         })?;
-        match self.find(task) {
+        match self.find_for(job, task) {
             Some(_) => Ok(()),
             None => {
                 let have = self
@@ -224,7 +249,9 @@ impl IptMethod {
         }
     }
 
-    /// Restores a whole image with the checkpoint for `job`, counting windows on `windows`.
+    /// Restores a whole image with the checkpoint for `job`, counting windows on `windows`. A
+    /// grey (one-channel) image is restored as RGB with three equal channels and returned as
+    /// the BT.601 luma of the result (as `ipt restore` does with grey files).
     pub fn restore(
         &mut self,
         input: &Image,
@@ -236,16 +263,31 @@ impl IptMethod {
             .task()
             .ok_or_else(|| BenchError::Unsupported(format!("IPT has no task for {job}")))?;
         let (ckpt, idx) = self
-            .find(task)
+            .find_for(job, task)
             .ok_or_else(|| BenchError::Unsupported(format!("no checkpoint performs {task}")))?;
-        let (_, h, w) = input.dim();
+        let (c, h, w) = input.dim();
         let patch = ckpt.model.config().patch_size;
         windows.set_length(windows_for(h, w, patch, &self.options) as u64);
         windows.set_position(0);
-        restore_image(&ckpt.model, idx, input, self.device, &self.options, |n| {
+        let rgb;
+        let input = if c == 1 {
+            rgb = input
+                .broadcast((3, h, w))
+                .map(|v| v.to_owned())
+                .unwrap_or_else(|| input.clone());
+            &rgb
+        } else {
+            input
+        };
+        let out = restore_image(&ckpt.model, idx, input, self.device, &self.options, |n| {
             windows.inc(n as u64)
         })
-        .map_err(|e| BenchError::Model(format!("{}: {e}", ckpt.path.display())))
+        .map_err(|e| BenchError::Model(format!("{}: {e}", ckpt.path.display())))?;
+        Ok(if c == 1 {
+            ipt_degrade::photo::luma(&out)
+        } else {
+            out
+        })
     }
 }
 

@@ -36,6 +36,14 @@ impl Job {
         }
     }
 
+    /// The task of a [`Job::Recipe`].
+    pub fn recipe_task(self) -> Option<Task> {
+        match self {
+            Job::Recipe(task) => Some(task),
+            _ => None,
+        }
+    }
+
     /// Output size factor.
     pub fn scale(self) -> usize {
         match self {

@@ -7,7 +7,8 @@
 //!   (and the training-data root, `IPT_TRAIN_DATA`, else `data/train`).
 //! - [`layout`]: the EDSR layout (`<Set>/HR`, optional `<Set>/LR_bicubic/X{s}`) and flat
 //!   folders; [`rain_pairs`]: Rain100L's `rain-*`/`norain-*` pairing.
-//! - [`sr`], [`denoise`], [`derain`]: how each protocol makes an (input, target) pair; one
+//! - [`sr`], [`denoise`], [`derain`], [`recipe`] (any task: its recipe at a fixed seed, JPEG
+//!   benchmarks with PSNR-B): how each protocol makes an (input, target) pair; one
 //!   generic loop ([`protocol`]) runs every (job, set) cell of any of them.
 //! - [`score`]: one image restored, quantized and scored (PSNR-Y and SSIM-Y with the IPT shave,
 //!   PSNR-RGB for denoising): the path every benchmark image *and* every validation image takes.
@@ -38,6 +39,7 @@ pub mod progress;
 pub mod protocol;
 pub mod published;
 pub mod rain_pairs;
+pub mod recipe;
 pub mod report;
 pub mod restore_job;
 pub mod score;
@@ -51,6 +53,7 @@ pub use ipt_method::{IptMethod, WeightsSpec};
 pub use job::Job;
 pub use method::Method;
 pub use progress::BenchProgress;
+pub use recipe::{run_recipe, RecipeOptions};
 pub use report::{BenchOutcome, BenchReport, BenchTask};
 pub use score::{score_restored, Scores};
 pub use sr::{run_sr, SrOptions};

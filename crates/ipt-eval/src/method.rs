@@ -31,16 +31,15 @@ impl Method {
 
     /// Checks, before any data is read, that the method can do `job`.
     pub fn check(&self, job: Job) -> Result<(), BenchError> {
-        match (self, job) {
-            (Method::Bicubic, Job::Sr(_)) => Ok(()),
-            (Method::Bicubic, _) => Err(BenchError::Unsupported(
+        match (self, job.scale() > 1) {
+            (Method::Bicubic, true) | (Method::Identity, false) => Ok(()),
+            (Method::Bicubic, false) => Err(BenchError::Unsupported(
                 "--model bicubic is for super-resolution only; use --model identity".into(),
             )),
-            (Method::Identity, Job::Sr(_)) => Err(BenchError::Unsupported(
+            (Method::Identity, true) => Err(BenchError::Unsupported(
                 "--model identity cannot upscale; use --model bicubic for super-resolution".into(),
             )),
-            (Method::Identity, _) => Ok(()),
-            (Method::Ipt(m), job) => m.check(job),
+            (Method::Ipt(m), _) => m.check(job),
         }
     }
 

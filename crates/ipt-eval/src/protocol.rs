@@ -63,6 +63,7 @@ pub fn run_grid<S: EvalSet>(
                 set: requested.to_string(),
                 scale: job.scale(),
                 sigma: job.sigma(),
+                task: job.recipe_task().map(|t| t.name().to_string()),
                 result,
             };
             let Some(set) = set else {
@@ -136,5 +137,7 @@ pub fn evaluate_image(
         ssim_y: s.ssim_y,
         psnr_rgb: s.psnr_rgb,
         seconds,
+        task: job.recipe_task().map(|t| t.name().to_string()),
+        psnr_b: s.psnr_b,
     })
 }

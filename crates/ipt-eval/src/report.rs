@@ -6,7 +6,8 @@
 //!   {"set":"Set5","scale":2,"images":5,"psnr_y":33.68,"ssim_y":0.9304,"seconds":0.4}]}
 //! ```
 //!
-//! Denoising results also carry `"sigma"` and `"psnr_rgb"`. `seconds` is the wall time of the
+//! Denoising results also carry `"sigma"` and `"psnr_rgb"`; results of a task's recipe
+//! (`ipt bench --task`, `bench-jpeg`) carry `"task"` and `"psnr_b"`. `seconds` is the wall time of the
 //! whole cell (reading, degrading, inference and metrics). The requested sets a run could not
 //! find are reported too ([`MissingSet`]; found by [`crate::layout`]).
 
@@ -18,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::published::{self, Published};
 use crate::BenchError;
 
-/// Which benchmark a report belongs to (serialised as `"sr"`, `"denoise"`, `"derain"`).
+/// Which benchmark a report belongs to (serialised as `"sr"`, `"denoise"`, `"derain"`,
+/// `"recipe"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BenchTask {
@@ -28,6 +30,8 @@ pub enum BenchTask {
     Denoise,
     /// Deraining (Rain100L).
     Derain,
+    /// Clean images degraded by a task's recipe at a fixed seed (any task; JPEG benchmarks).
+    Recipe,
 }
 
 /// The averaged result of one cell (a set at one scale or noise level).
@@ -49,6 +53,12 @@ pub struct SetResult {
     /// Mean PSNR on RGB with no shave (SwinIR protocol; denoising only), dB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psnr_rgb: Option<f64>,
+    /// The task whose recipe made the inputs (recipe benchmarks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Mean PSNR-B on Y (recipe benchmarks only), dB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psnr_b: Option<f64>,
     /// Wall time of the whole cell, seconds.
     pub seconds: f64,
 }
@@ -76,6 +86,10 @@ pub struct ImageResult {
     pub psnr_rgb: Option<f64>,
     /// Time spent in the method (inference) for this image, seconds.
     pub seconds: f64,
+    /// The task whose recipe made the input (recipe benchmarks only).
+    pub task: Option<String>,
+    /// PSNR-B on Y (recipe benchmarks only), dB.
+    pub psnr_b: Option<f64>,
 }
 
 impl SetResult {
@@ -89,12 +103,14 @@ impl SetResult {
     ) -> SetResult {
         let n = images.len().max(1) as f64;
         let mean = |f: &dyn Fn(&ImageResult) -> f64| images.iter().map(f).sum::<f64>() / n;
-        let psnr_rgb = images
-            .iter()
-            .map(|r| r.psnr_rgb)
-            .collect::<Option<Vec<f64>>>()
-            .filter(|v| !v.is_empty())
-            .map(|v| v.iter().sum::<f64>() / n);
+        let optional_mean = |f: &dyn Fn(&ImageResult) -> Option<f64>| {
+            images
+                .iter()
+                .map(f)
+                .collect::<Option<Vec<f64>>>()
+                .filter(|v| !v.is_empty())
+                .map(|v| v.iter().sum::<f64>() / n)
+        };
         SetResult {
             set: set.to_string(),
             scale,
@@ -102,7 +118,9 @@ impl SetResult {
             images: images.len(),
             psnr_y: mean(&|r| r.psnr_y),
             ssim_y: mean(&|r| r.ssim_y),
-            psnr_rgb,
+            psnr_rgb: optional_mean(&|r| r.psnr_rgb),
+            task: images.first().and_then(|r| r.task.clone()),
+            psnr_b: optional_mean(&|r| r.psnr_b),
             seconds,
         }
     }
@@ -128,6 +146,8 @@ pub struct Cell {
     pub scale: usize,
     /// Noise level (denoising only).
     pub sigma: Option<u32>,
+    /// The task whose recipe made the inputs (recipe benchmarks only).
+    pub task: Option<String>,
     /// The result, or `None` when the set is missing.
     pub result: Option<SetResult>,
 }
@@ -227,7 +247,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), BenchError> {
 }
 
 /// Writes the per-image rows as CSV (header `set,scale,sigma,image,height,width,psnr_y,
-/// ssim_y,psnr_rgb,seconds`; absent values are empty fields), atomically.
+/// ssim_y,psnr_rgb,seconds,task,psnr_b`; absent values are empty fields), atomically.
 pub fn write_csv(path: &Path, rows: &[ImageResult]) -> Result<(), BenchError> {
     create_parent(path)?;
     let encode = |e: csv::Error| BenchError::Encode {
@@ -350,6 +370,30 @@ pub fn render_markdown(outcome: &BenchOutcome) -> String {
                 };
             }
         }
+        BenchTask::Recipe => {
+            let _ = writeln!(
+                s,
+                "### Task recipes, model `{model}` (inputs made by each task's recipe at a fixed seed; Y channel, IPT convention, shave = scale; PSNR-B on Y)\n"
+            );
+            s.push_str("| Set | Task | Images | PSNR-Y | SSIM-Y | PSNR-B | Seconds |\n");
+            s.push_str("|---|---|---|---|---|---|---|\n");
+            for c in &outcome.cells {
+                let task = c.task.as_deref().unwrap_or("–");
+                let _ = match &c.result {
+                    Some(r) => writeln!(
+                        s,
+                        "| {} | {task} | {} | {:.2} | {:.4} | {} | {:.1} |",
+                        c.set,
+                        r.images,
+                        r.psnr_y,
+                        r.ssim_y,
+                        fmt_psnr(r.psnr_b),
+                        r.seconds
+                    ),
+                    None => writeln!(s, "| {} | {task} | {missing} | – | – | – | – |", c.set),
+                };
+            }
+        }
     }
     for m in &outcome.missing {
         let _ = write!(s, "\nMissing set (skipped): {}", m.describe());
@@ -377,6 +421,8 @@ mod tests {
             ssim_y: psnr / 100.0,
             psnr_rgb: rgb,
             seconds: 0.5,
+            task: None,
+            psnr_b: None,
         }
     }
 
@@ -408,6 +454,8 @@ mod tests {
                 psnr_y: 33.66,
                 ssim_y: 0.93,
                 psnr_rgb: None,
+                task: None,
+                psnr_b: None,
                 seconds: 1.2,
             }],
         };
@@ -459,10 +507,10 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "set,scale,sigma,image,height,width,psnr_y,ssim_y,psnr_rgb,seconds"
+            "set,scale,sigma,image,height,width,psnr_y,ssim_y,psnr_rgb,seconds,task,psnr_b"
         );
-        assert_eq!(lines[1], "\"S,1\",1,,a,4,5,30.0,0.3,,0.5");
-        assert_eq!(lines[2], "S,1,30,b,4,5,31.0,0.31,29.0,0.5");
+        assert_eq!(lines[1], "\"S,1\",1,,a,4,5,30.0,0.3,,0.5,,");
+        assert_eq!(lines[2], "S,1,30,b,4,5,31.0,0.31,29.0,0.5,,");
 
         let json_path = tmp.path().join("out.json");
         let report = BenchReport {
@@ -487,12 +535,14 @@ mod tests {
                     set: "Set5".into(),
                     scale: 2,
                     sigma: None,
+                    task: None,
                     result: Some(measured),
                 },
                 Cell {
                     set: "Urban100".into(),
                     scale: 2,
                     sigma: None,
+                    task: None,
                     result: None,
                 },
             ],

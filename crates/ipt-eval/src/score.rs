@@ -1,7 +1,8 @@
 //! One restored image scored the way every benchmark and every training-time validation scores
 //! it: quantized with `ipt_degrade::quantize` (the workspace's one rounding rule), checked
 //! against the target's shape, then PSNR-Y and SSIM-Y (IPT convention, `shave` = the SR scale,
-//! none for scale-1 tasks) and, for denoising, PSNR on RGB (the SwinIR protocol, no shave).
+//! none for scale-1 tasks) and, for denoising, PSNR on RGB (the SwinIR protocol, no shave); for
+//! a task's recipe also PSNR-B on Y (the JPEG benchmarks' protocol, as SwinIR reports it).
 
 use ipt_degrade::{quantize, size_text, Image};
 
@@ -17,6 +18,8 @@ pub struct Scores {
     pub ssim_y: f64,
     /// PSNR on RGB with no shave (denoising jobs only), dB.
     pub psnr_rgb: Option<f64>,
+    /// PSNR-B on Y (recipe jobs only: the JPEG benchmarks' third figure), dB.
+    pub psnr_b: Option<f64>,
 }
 
 /// Quantizes `restored` and scores it against `target` for `job`; `image` names the image in
@@ -49,6 +52,12 @@ pub fn score_restored(
         psnr_rgb: match job {
             Job::Denoise(_) => {
                 Some(ipt_metrics::psnr_rgb(out.view(), target.view(), 0).map_err(metric)?)
+            }
+            _ => None,
+        },
+        psnr_b: match job {
+            Job::Recipe(_) => {
+                Some(ipt_metrics::psnr_b_y(&out.view(), &target.view(), shave).map_err(metric)?)
             }
             _ => None,
         },

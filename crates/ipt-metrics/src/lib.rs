@@ -19,9 +19,11 @@ pub mod color;
 pub mod error;
 pub mod mean;
 pub mod psnr;
+pub mod psnrb;
 pub mod ssim;
 
 pub use error::MetricsError;
 pub use mean::SetMean;
 pub use psnr::{psnr_rgb, psnr_y, psnr_y_bt601};
+pub use psnrb::{psnr_b, psnr_b_y};
 pub use ssim::{ssim_rgb, ssim_y};
