@@ -10,6 +10,7 @@ mod degrade;
 mod dev;
 mod doctor;
 mod panics;
+mod plot_crops;
 mod plot_points;
 mod plot_runs;
 mod restore;
@@ -54,6 +55,8 @@ enum Command {
     Degrade(degrade::Args),
     /// Draw one task's validation curves of several runs in one chart.
     PlotRuns(plot_runs::Args),
+    /// The same region of several images side by side (input, bicubic, restored).
+    PlotCrops(plot_crops::Args),
     /// Draw named (x, y) curves in one chart (figures from benchmark results).
     PlotPoints(plot_points::Args),
     /// Measure restore, training, data-pipeline, bicubic and SSIM speed on this machine.
@@ -134,6 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Degrade(args) => degrade::run(args),
         Command::PlotRuns(args) => plot_runs::run(args),
         Command::PlotPoints(args) => plot_points::run(args),
+        Command::PlotCrops(args) => plot_crops::run(args),
         Command::BenchSpeed(args) => dev::speed::run(args),
     }
 }

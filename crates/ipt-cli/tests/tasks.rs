@@ -197,3 +197,47 @@ fn bench_jpeg_inputs_on_classic5_give_the_published_jpeg_rows() {
         assert!((got("ssim_y") - ssim).abs() < 0.001, "{r}");
     }
 }
+
+#[test]
+fn plot_crops_puts_the_same_region_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let (small, big) = (dir.path().join("lr.png"), dir.path().join("sr.png"));
+    write_png(&small, &photo(3, 10, 12, 4)).unwrap();
+    write_png(&big, &photo(3, 40, 48, 5)).unwrap();
+    let out = dir.path().join("fig.png");
+    let bic = format!("bicubic:{}", s(&small));
+    let o = ipt(&[
+        "plot-crops",
+        "--out",
+        s(&out),
+        "--crop",
+        "8,4,12,10",
+        "--zoom",
+        "2",
+        s(&small),
+        &bic,
+        s(&big),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let fig = read_image_with(&out, Channels::Rgb).unwrap();
+    assert_eq!(fig.dim(), (3, 20, 3 * 24 + 2 * 4));
+    // The first panel replicates the small image's pixels: (8,4) in the big frame is (2,1) there.
+    let lr = photo(3, 10, 12, 4);
+    assert_eq!(fig[[0, 0, 0]], lr[[0, 1, 2]]);
+    // The last panel is the big image itself, zoomed.
+    let hr = photo(3, 40, 48, 5);
+    assert_eq!(fig[[1, 2, 2 * 28 + 2]], hr[[1, 5, 9]]);
+    let o = ipt(&[
+        "plot-crops",
+        "--out",
+        s(&out),
+        "--crop",
+        "40,0,12,10",
+        s(&big),
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("outside"),
+        "{}",
+        text(&o)
+    );
+}
