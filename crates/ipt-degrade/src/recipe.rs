@@ -333,6 +333,15 @@ pub enum Op {
     Keep,
 }
 
+/// What a `jpeg` step says in a build without the `jpeg` feature.
+const NO_JPEG: &str =
+    "this build of ipt-degrade has no JPEG codec (build it with the `jpeg` feature)";
+
+/// Whether noise of grey probability `p` is grey this time (draws nothing when `p` is 0).
+fn draw_grey(p: f64, rng: &mut impl Rng) -> bool {
+    p > 0.0 && rng.random_bool(p.clamp(0.0, 1.0))
+}
+
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
 }
@@ -510,7 +519,7 @@ fn check_step(step: &Step) -> Result<(), String> {
             if cfg!(feature = "jpeg") {
                 Ok(())
             } else {
-                Err("this build of ipt-degrade has no JPEG codec (build it with the `jpeg` feature)".into())
+                Err(NO_JPEG.into())
             }
         }
         Op::OneOf {
@@ -597,7 +606,7 @@ fn run_op(
         }
         Op::Noise { sigma, grey } => {
             let s = sigma.draw(rng) as f32;
-            if *grey > 0.0 && rng.random_bool(grey.clamp(0.0, 1.0)) {
+            if draw_grey(*grey, rng) {
                 crate::noise::add_gaussian_noise_grey(&x, s, NoiseOptions::default(), rng)
             } else {
                 add_gaussian_noise(&x, s, NoiseOptions::default(), rng)
@@ -605,8 +614,7 @@ fn run_op(
         }
         Op::Poisson { scale, grey } => {
             let s = scale.draw(rng) as f32;
-            let g = *grey > 0.0 && rng.random_bool(grey.clamp(0.0, 1.0));
-            crate::noise::add_poisson_noise(&x, s, g, rng)?
+            crate::noise::add_poisson_noise(&x, s, draw_grey(*grey, rng), rng)?
         }
         Op::Jpeg { quality } => {
             let q = quality.draw_int(rng).clamp(1, 100) as u8;
@@ -648,7 +656,5 @@ fn jpeg(x: &Image, quality: u8) -> Result<Image, DegradeError> {
 
 #[cfg(not(feature = "jpeg"))]
 fn jpeg(_: &Image, _: u8) -> Result<Image, DegradeError> {
-    Err(DegradeError::Parameter(
-        "this build of ipt-degrade has no JPEG codec (build it with the `jpeg` feature)".into(),
-    ))
+    Err(DegradeError::Parameter(NO_JPEG.into()))
 }

@@ -58,10 +58,7 @@ impl TaskDef {
             reason,
         };
         let name = &*self.name;
-        let mut chars = name.chars();
-        if !chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-            || !chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if !is_task_name(name) {
             return Err(bad(
                 "a task name is letters, digits, '-' and '_', starting with a letter".into(),
             ));
@@ -89,6 +86,14 @@ impl PartialEq for TaskDef {
     fn eq(&self, other: &TaskDef) -> bool {
         self.name == other.name && self.scale == other.scale && self.recipe == other.recipe
     }
+}
+
+/// Whether `s` is a valid task name: letters, digits, `-` and `_`, starting with a letter (the
+/// one rule for definitions and for a user's `--task NAME`).
+pub fn is_task_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// A task: a copyable handle on its [`TaskDef`].

@@ -54,10 +54,7 @@ impl FromStr for TaskSelector {
         if let Ok(idx) = t.parse::<usize>() {
             return Ok(TaskSelector::Index(idx));
         }
-        let mut chars = t.chars();
-        let name_like = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-            && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if name_like {
+        if ipt_degrade::task::is_task_name(t) {
             Ok(TaskSelector::Name(t.to_string()))
         } else {
             Err(BadTaskSelector(t.to_string()))
